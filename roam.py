@@ -1,0 +1,289 @@
+"""Rewards for GRPO on multiple-choice anomaly questions: ROAM (AnomalyR1, arXiv 2504.11914, §3.3 eq. (7)
+and the tiers of §4.5), accuracy, format, the LR-IAD rare-defect reward (arXiv 2504.19524) and box IoU.
+
+A completion is scored from text alone:  <think> reasoning </think> <answer> choice </answer>.
+`extract_choice` decides which option letter a piece of text concludes; every reward is built on it.
+Pure python on purpose: rewards must never raise on whatever the policy samples, and must be
+checkable by hand. Usage:  python roam.py "<think>..</think><answer>B</answer>" --answer B --options "A=Yes.,B=No."
+"""
+import argparse
+import collections
+import functools
+import json
+import math
+import re
+import sys
+from typing import NamedTuple
+
+# ROAM tiers, §4.5: "0 ... when the reasoning process and answer are inconsistent; 0.05 ... when both a
+# reasoning process and an answer are present, regardless of correctness; 0.1 ... when the reasoning
+# process and answer are consistent; 0.8 ... for a correct answer alone; 1.0 ... when the reasoning
+# process includes a derivation leading to the correct answer."
+ROAM_CORRECT_WITH_REASONING = 1.0   # reasoning concludes gold, answer = gold
+ROAM_CORRECT_ANSWER_ONLY = 0.8      # reasoning concludes nothing, answer = gold
+ROAM_CONSISTENT_WRONG = 0.1         # reasoning and answer agree on a wrong option
+ROAM_ANSWER_ONLY_WRONG = 0.05       # reasoning concludes nothing, answer is a wrong option
+ROAM_INCONSISTENT = 0.0             # reasoning and answer disagree (or nothing is concluded at all)
+
+# LR-IAD rare-defect reward defaults, see rare_defect_reward.
+RARE_ALPHA = 1.0
+RARE_GAMMA = 2.0
+
+
+class Parsed(NamedTuple):
+    think: str | None     # stripped content of the last <think>...</think>, or None
+    answer: str | None    # stripped content of the last <answer>...</answer>, or None
+    well_formed: bool     # exactly one think block, then one non-empty answer block, nothing else
+
+
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def _last_block(text: str, name: str) -> str | None:
+    # str.rfind instead of a `<t>(.*?)</t>` regex: the regex rescans to the end of the text for every
+    # unclosed opening tag, which is quadratic on junk like "<think>" * 20000.
+    close = text.rfind(f"</{name}>")
+    if close < 0:
+        return None
+    open_ = text.rfind(f"<{name}>", 0, close)
+    return None if open_ < 0 else text[open_ + len(name) + 2:close].strip()
+
+
+def parse(text: str) -> Parsed:
+    text = text if isinstance(text, str) else ""
+    think, answer = _last_block(text, "think"), _last_block(text, "answer")
+    s = text.strip()
+    # One of each tag, in order, only whitespace between the blocks: a second answer block, text after
+    # </answer> or an empty answer are all ways to hedge, so none of them count as the format.
+    well_formed = (all(s.count(t) == 1 for t in _TAGS) and s.startswith("<think>") and s.endswith("</answer>")
+                   and s.index("</think>") < s.index("<answer>")
+                   and s[s.index("</think>") + 8:s.index("<answer>")].strip() == "" and bool(answer))
+    return Parsed(think, answer, well_formed)
+
+
+# ---------------------------------------------------------------- which option does a text conclude?
+# A mention is either an option letter or an option's own text; the mention that ends last wins, because
+# reasoning conventionally ends on its conclusion ("... so the answer is B"). Negation is not modelled:
+# "not B" mentions B. Regexes are plain alternations with fixed look-arounds, so matching is linear.
+
+# Letter token: not glued to a word ("PCB", "3D", "A-D", "B's", "E.g."). Letters are case-sensitive:
+# a lowercase "a" is always the article.
+_LETTER = r"(?<![\w-])({})(?![\w]|[-'’.]\w)"
+# "A" followed by a lowercase word at the start of a sentence is the article ("A small hole is visible.",
+# "Yes. A crack ..."); mid-sentence ("I choose A because") or after a cue ("Answer: A because") it is the option.
+_WORD_AHEAD = re.compile(r"\s+[a-z]")
+_CUE_BEHIND = re.compile(r"(?i)\b(?:option|choice|answer)(?:\s+is)?[*\s]*[:：]?[*\s]*[(\[]?\s*$")
+
+
+@functools.lru_cache(maxsize=1024)
+def _patterns(options: tuple) -> tuple:
+    letters = [k for k, _ in options if k]
+    letter_re = re.compile(_LETTER.format("|".join(map(re.escape, sorted(letters, key=len, reverse=True))))) \
+        if letters else None
+    text_res = []
+    for k, v in options:
+        words = str(v).strip().rstrip(".!?;:,。").strip().lower().split()
+        if words:   # "Top left." matches "top  left", "TOP LEFT" but not "stop left" or "eyes" for "Yes."
+            text_res.append((k, re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)", re.I)))
+    return letter_re, text_res
+
+
+def _is_article(text: str, start: int, end: int) -> bool:
+    if text[start:end] != "A" or not _WORD_AHEAD.match(text, end):
+        return False
+    before = text[max(0, start - 40):start]
+    if _CUE_BEHIND.search(before):
+        return False
+    before = before.rstrip()
+    return not before or not (before[-1].isalnum() or before[-1] == ",")
+
+
+def extract_choice(text: str, options: dict) -> str | None:
+    """The option letter `text` concludes: the last mention, by end position, of a letter that is a key of
+    `options` ("B", "(B)", "B.", "option B", "answer is B") or of an option's text ("No.", "scratch").
+    Ties on the end position go to the longer match ("deep scratch" beats "scratch")."""
+    if not isinstance(text, str) or not text or not options:
+        return None
+    letter_re, text_res = _patterns(tuple((str(k), str(v)) for k, v in options.items()))
+    best = None  # (end, length, letter)
+    if letter_re is not None:
+        for m in letter_re.finditer(text):
+            if not _is_article(text, m.start(1), m.end(1)):
+                best = max(best or (-1, 0, ""), (m.end(), m.end() - m.start(), m.group(1)))
+    for letter, pattern in text_res:
+        for m in pattern.finditer(text):
+            best = max(best or (-1, 0, ""), (m.end(), m.end() - m.start(), letter))
+    return best[2] if best else None
+
+
+def _gold(answer: str, options: dict) -> str | None:
+    g = answer.strip() if isinstance(answer, str) else ""
+    return g if g in options else extract_choice(g, options)   # tolerate "(B)" or "No." as the gold
+
+
+# ---------------------------------------------------------------- per-completion rewards
+def roam_reward(completion: str, answer: str, options: dict) -> float:
+    """ROAM, eq. (7): R = Φ(R_μ, R_γ) + Ψ(O_ν, A_γ, R_μ), with the tiers of §4.5 (table in DESIGN.md).
+
+    Without reference reasoning R_γ, "reasoning aligned with the solution" means the reasoning concludes
+    the gold option. Φ = 0.2 (= 1.0 − 0.8) when it does, else 0; Ψ = 0.8 for a correct answer, 0.1 for a
+    wrong answer the reasoning also concluded, 0.05 for a wrong answer with no conclusive reasoning, and
+    disagreement between reasoning and answer zeroes the sum (Ψ = −Φ). Row by row:
+        t (think)   a (answer)       reward
+        none        none             0
+        none        = g              0.8    correct answer alone
+        none        ≠ g              0.05   answer present, wrong
+        = g         = g              1.0    reasoning derives the correct answer
+        ≠ g         = t              0.1    consistent but wrong
+        any         ≠ t              0      reasoning and answer disagree (t = g, a = none included)
+    """
+    p = parse(completion)
+    if not p.well_formed:
+        return 0.0
+    g = _gold(answer, options)
+    t, a = extract_choice(p.think, options), extract_choice(p.answer, options)
+    if t is None:
+        if a is None:
+            return ROAM_INCONSISTENT
+        return ROAM_CORRECT_ANSWER_ONLY if a == g else ROAM_ANSWER_ONLY_WRONG
+    if a != t:
+        return ROAM_INCONSISTENT
+    return ROAM_CORRECT_WITH_REASONING if a == g else ROAM_CONSISTENT_WRONG
+
+
+def accuracy_reward(completion: str, answer: str, options: dict) -> float:
+    # Only the <answer> block is read: falling back to the whole text would pay for naming every option.
+    a = extract_choice(parse(completion).answer, options)
+    return 1.0 if a is not None and a == _gold(answer, options) else 0.0
+
+
+def format_reward(completion: str, answer: str = "", options: dict | None = None) -> float:
+    return 1.0 if parse(completion).well_formed else 0.0
+
+
+# ---------------------------------------------------------------- IoU for {"bbox_2d": [x1, y1, x2, y2]}
+_OBJECT = re.compile(r"\{[^{}]*\}")   # flat {...} spans; [^{}] keeps the scan linear
+
+
+def _box(obj) -> list[float] | None:
+    if isinstance(obj, list):
+        obj = obj[0] if obj else None
+    b = obj.get("bbox_2d") if isinstance(obj, dict) else None
+    if not (isinstance(b, list) and len(b) == 4 and all(type(v) in (int, float) for v in b)):  # bool is not a number
+        return None
+    try:
+        x1, y1, x2, y2 = map(float, b)
+    except OverflowError:   # an int with hundreds of digits
+        return None
+    ok = all(map(math.isfinite, (x1, y1, x2, y2))) and x1 < x2 and y1 < y2
+    return [x1, y1, x2, y2] if ok else None
+
+
+def parse_bbox(text: str | None) -> list[float] | None:
+    """The first valid {"bbox_2d": [x1, y1, x2, y2]} in `text` (json.loads only, never eval), or None."""
+    if not isinstance(text, str):
+        return None
+    text = re.sub(r"```(?:json)?", "", text).strip()
+    try:
+        box = _box(json.loads(text))
+        if box is not None:
+            return box
+    except (ValueError, RecursionError):
+        pass
+    for m in _OBJECT.finditer(text):
+        try:
+            box = _box(json.loads(m.group()))
+        except (ValueError, RecursionError):
+            continue
+        if box is not None:
+            return box
+    return None
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iou_reward(completion: str, answer: str, options: dict | None = None) -> float:
+    # Continuous IoU as in VLM-R1; 0 where the <answer> holds no valid box (the format check), and 0 where
+    # the gold is not a box, so the reward can be summed over a mix of grounding and choice questions.
+    pred, gold = parse_bbox(parse(completion).answer), parse_bbox(answer)
+    return iou(pred, gold) if pred and gold else 0.0
+
+
+REWARDS = {"accuracy": accuracy_reward, "format": format_reward, "roam": roam_reward, "iou": iou_reward}
+
+
+# ---------------------------------------------------------------- LR-IAD rare-defect reward (group level)
+def class_weight(label: str, class_counts: collections.Counter | None) -> float:
+    """Inverse frequency of `label` among the labels counted so far ("good" or a defect kind), normalised
+    so the mean weight over the classes present is 1. A class not counted yet is the rarest there is, so
+    it gets the largest weight present; no counts at all means uniform weights (1.0)."""
+    inv = {c: 1.0 / n for c, n in (class_counts or {}).items() if n > 0}
+    if not inv:
+        return 1.0
+    mean = sum(inv.values()) / len(inv)
+    return inv.get(label, max(inv.values())) / mean
+
+
+def rare_defect_reward(completions, answer, options, label="good", class_counts=None,
+                       alpha=RARE_ALPHA, gamma=RARE_GAMMA) -> list[float]:
+    """LR-IAD (arXiv 2504.19524): "a reward function that dynamically prioritizes rare defect patterns".
+    No public code exists; this is our reading, focal-loss shaped: a correct completion earns
+        α · (1 − p)^γ · w_c
+    with p the fraction of this group's completions that are correct (how easy the prompt is for the
+    current policy) and w_c = class_weight(label). Wrong completions earn 0.
+    Defaults: γ = 2 is focal loss's choice (Lin et al., 2017): a prompt solved 7/8 of the time keeps
+    1/64 of the bonus, one solved 1/8 of the time keeps 49/64. α = 1 because w_c already does the
+    class balancing focal loss's α was for, and it keeps the term on accuracy's 0..1 scale.
+    Note: within a group this is a constant times accuracy, and GRPO's (r − mean)/std removes constants,
+    so alone it trains like accuracy; its effect is in a sum, where it sets how much correctness weighs
+    against ROAM/format on rare classes and hard prompts."""
+    correct = [accuracy_reward(c, answer, options) for c in completions]
+    if not correct:
+        return []
+    p = sum(correct) / len(correct)
+    bonus = alpha * (1.0 - p) ** gamma * class_weight(label, class_counts)
+    return [bonus * c for c in correct]
+
+
+def score_group(names, completions, answer, options, label="good", class_counts=None) -> dict[str, list[float]]:
+    """Score one group of G completions of the same prompt: {name: [G floats]} per requested reward.
+    `names` is a list or a comma string ("accuracy,roam"); training sums the lists."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    valid = sorted(REWARDS) + ["rare"]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"unknown reward(s) {', '.join(unknown)}; valid names: {', '.join(valid)}")
+    out = {}
+    for n in names:
+        if n == "rare":
+            out[n] = rare_defect_reward(completions, answer, options, label, class_counts)
+        else:
+            out[n] = [float(REWARDS[n](c, answer, options)) for c in completions]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Print every per-completion reward for one completion.")
+    ap.add_argument("completion")
+    ap.add_argument("--answer", required=True, help='gold letter, or \'{"bbox_2d": [x1, y1, x2, y2]}\'')
+    ap.add_argument("--options", default="", help='e.g. "A=Yes.,B=No."')
+    args = ap.parse_args(argv)
+    options = dict(re.findall(r"([A-Z])=(.*?)(?=,[A-Z]=|$)", args.options))
+    if args.options and not options:
+        print('error: --options must look like "A=Yes.,B=No."', file=sys.stderr)
+        return 2
+    p = parse(args.completion)
+    print(f"think choice:  {extract_choice(p.think, options)}\nanswer choice: {extract_choice(p.answer, options)}"
+          f"\nwell formed:   {p.well_formed}")
+    for name, fn in REWARDS.items():
+        print(f"{name:9s} {fn(args.completion, args.answer, options):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""The executable spec of roam.py: ROAM rows (eq. (7), §4.5), option extraction, reward hacking, IoU, LR-IAD."""
+import ast
+import collections
+import os
+import pathlib
+import random
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+import roam  # noqa: E402
+from roam import (REWARDS, accuracy_reward, class_weight, extract_choice, format_reward, iou_reward, parse,
+                  rare_defect_reward, roam_reward, score_group)
+
+YN = {"A": "Yes.", "B": "No."}
+KIND = {"A": "Scratch.", "B": "Hole.", "C": "Stain.", "D": "Crack."}
+WHERE = {"A": "Top left.", "B": "Top right.", "C": "Bottom left.", "D": "Center."}
+
+
+def c(think, answer):
+    return f"<think>{think}</think>\n<answer>{answer}</answer>"
+
+
+# ---------------------------------------------------------------- ROAM, row by row (DESIGN.md table, §4.5)
+ROAM_ROWS = [
+    # name, completion, gold, options, (t, a) the completion must yield, expected reward
+    ("t none, a none", c("I look at the surface closely.", "unsure"), "B", KIND, (None, None), 0.0),
+    ("t none, a = g", c("I look at the surface closely.", "B"), "B", KIND, (None, "B"), 0.8),
+    ("t none, a = g (option text)", c("I look at the surface closely.", "Hole."), "B", KIND, (None, "B"), 0.8),
+    ("t none, a != g", c("I look at the surface closely.", "A"), "B", KIND, (None, "A"), 0.05),
+    ("t = g, a = g", c("There is a round hole, so the answer is B.", "B"), "B", KIND, ("B", "B"), 1.0),
+    ("t = g, a = g (yes/no by text)", c("there is no defect, so the answer is no", "No."), "B", YN, ("B", "B"), 1.0),
+    ("t != g, a = t", c("There is a long scratch, option A.", "A"), "B", KIND, ("A", "A"), 0.1),
+    ("t = g, a != t", c("There is a round hole, so the answer is B.", "C"), "B", KIND, ("B", "C"), 0.0),
+    ("t != g, a = g (disagree)", c("There is a long scratch, option A.", "B"), "B", KIND, ("A", "B"), 0.0),
+    ("t != g, a != t, a != g", c("There is a long scratch, option A.", "D"), "B", KIND, ("A", "D"), 0.0),
+    ("t = g, a none", c("There is a round hole, so the answer is B.", "unsure"), "B", KIND, ("B", None), 0.0),
+    ("t != g, a none", c("There is a long scratch, option A.", "unsure"), "B", KIND, ("A", None), 0.0),
+    ("not well formed", "<think>a round hole, B</think> so <answer>B</answer>", "B", KIND, ("B", "B"), 0.0),
+]
+
+
+@pytest.mark.parametrize("name,completion,gold,options,ta,expected", ROAM_ROWS, ids=[r[0] for r in ROAM_ROWS])
+def test_roam_rows(name, completion, gold, options, ta, expected):
+    p = parse(completion)
+    assert (extract_choice(p.think, options), extract_choice(p.answer, options)) == ta   # the row is the row it names
+    assert roam_reward(completion, gold, options) == expected
+
+
+def test_roam_constants_are_the_paper_tiers():   # §4.5
+    assert (roam.ROAM_CORRECT_WITH_REASONING, roam.ROAM_CORRECT_ANSWER_ONLY, roam.ROAM_CONSISTENT_WRONG,
+            roam.ROAM_ANSWER_ONLY_WRONG, roam.ROAM_INCONSISTENT) == (1.0, 0.8, 0.1, 0.05, 0.0)
+
+
+def test_roam_gold_may_be_written_as_option():
+    assert roam_reward(c("a round hole, so B", "B"), "(B)", KIND) == 1.0
+    assert roam_reward(c("a round hole, so B", "B"), "Hole.", KIND) == 1.0
+
+
+# ---------------------------------------------------------------- extract_choice
+CHOICES = [
+    # letters
+    ("B", KIND, "B"), ("(B)", KIND, "B"), ("B.", KIND, "B"), ("B:", KIND, "B"), ("B)", KIND, "B"),
+    ("[C]", KIND, "C"), ("**D**", KIND, "D"), ("'B'", KIND, "B"), ("  C \n", KIND, "C"),
+    ("option B", KIND, "B"), ("Option C is correct", KIND, "C"), ("the answer is B", KIND, "B"),
+    ("The correct answer is (D).", KIND, "D"), ("answer: C", KIND, "C"), ("B. Hole.", KIND, "B"),
+    ("I would pick C here", KIND, "C"),
+    # a standalone "A" is the option
+    ("A", KIND, "A"), ("(A)", KIND, "A"), ("A.", KIND, "A"), ("A:", KIND, "A"), ("option A", KIND, "A"),
+    ("answer is A", KIND, "A"), ("answer: A", KIND, "A"), ("I choose A because it fits", YN, "A"),
+    ("Answer: A because the edge is torn", YN, "A"), ("**Answer:** A because", YN, "A"),
+    # option texts: case-insensitive, trailing punctuation dropped, whitespace-flexible
+    ("Yes.", YN, "A"), ("yes", YN, "A"), ("NO", YN, "B"), ("no!", YN, "B"),
+    ("a scratch", KIND, "A"), ("I see a STAIN near the rim", KIND, "C"),
+    ("top left", WHERE, "A"), ("the defect is in the Top   Right corner", WHERE, "B"),
+    ("bottom\nleft", WHERE, "C"),
+    # yes/no questions answered in words
+    ("there is no defect, so the answer is no", YN, "B"), ("No defect is visible.", YN, "B"),
+    ("Yes, there is a crack.", YN, "A"),
+    # last conclusive mention wins, letters and texts alike
+    ("A at first, but on reflection B", KIND, "B"), ("B. No wait, option A", KIND, "A"),
+    ("It looks like a hole... actually a scratch", KIND, "A"), ("scratch? no, the answer is B", KIND, "B"),
+    ("Yes at first glance; the answer is B", YN, "B"), ("B seemed likely, but yes", YN, "A"),
+    ("a deep scratch", {"A": "Deep scratch.", "B": "Scratch."}, "A"),   # same end: the longer match wins
+    # nothing conclusive
+    ("", KIND, None), ("I am not sure.", KIND, None), ("unsure", YN, None),
+]
+
+
+@pytest.mark.parametrize("text,options,expected", CHOICES)
+def test_extract_choice(text, options, expected):
+    assert extract_choice(text, options) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "A small hole is visible.", "A crack runs along the edge.", "There is a dent. A bit of rust too.",
+    "Looking closely:\nA tiny spot.", "a", "a dent", "Observation: A dent.",
+])
+def test_article_a_is_not_option_a(text):
+    assert extract_choice(text, YN) is None
+
+
+@pytest.mark.parametrize("text,options", [
+    ("C", YN), ("the answer is C", YN), ("(E)", KIND), ("option F", KIND), ("E", KIND),
+    ("PCB board", KIND), ("3D scan", KIND), ("options A-D", KIND), ("E.g. a dent", KIND), ("B's edge", KIND),
+])
+def test_letters_that_are_not_options_or_not_standalone(text, options):
+    assert extract_choice(text, options) is None
+
+
+@pytest.mark.parametrize("text", ["eyes", "I know", "nothing", "Yesterday", "nonzero", "a noisy image"])
+def test_option_text_only_on_word_boundaries(text):
+    assert extract_choice(text, YN) is None
+
+
+@pytest.mark.parametrize("text", [None, 123, "<answer>", "\x00\xff", "(" * 1000])
+def test_extract_choice_odd_inputs(text):
+    assert extract_choice(text, KIND) is None
+    assert extract_choice("B", {}) is None and extract_choice("B", None) is None
+
+
+# ---------------------------------------------------------------- parse / format / accuracy
+@pytest.mark.parametrize("text,think,answer,ok", [
+    ("<think> x </think><answer> B </answer>", "x", "B", True),
+    ("  \n<think>x</think>\n\n<answer>B</answer>\n ", "x", "B", True),
+    ("<think></think><answer>B</answer>", "", "B", True),            # empty reasoning: the "answer alone" tier
+    ("<think>x</think><answer>  </answer>", "x", "", False),         # empty answer
+    ("<think>x</think>junk<answer>B</answer>", "x", "B", False),     # text between blocks
+    ("<think>x</think><answer>B</answer> extra", "x", "B", False),   # text after </answer>
+    ("pre <think>x</think><answer>B</answer>", "x", "B", False),     # text before <think>
+    ("<think>x</think><think>y</think><answer>B</answer>", "y", "B", False),
+    ("<think>x</think><answer>A</answer><answer>B</answer>", "x", "B", False),
+    ("<answer>B</answer><think>x</think>", "x", "B", False),         # wrong order
+    ("<think> <answer> </think> x </answer>", "<answer>", "</think> x", False),   # interleaved
+    ("<think><think>x</think></think><answer>B</answer>", "x</think>", "B", False),   # nested: last <think> to last </think>
+    ("<think>x</think><answer>B", "x", None, False),                 # truncated
+    ("just B", None, None, False),
+])
+def test_parse(text, think, answer, ok):
+    p = parse(text)
+    assert (p.think, p.answer, p.well_formed) == (think, answer, ok)
+    assert format_reward(text) == (1.0 if ok else 0.0)
+
+
+@pytest.mark.parametrize("completion,gold,expected", [
+    (c("hole", "B"), "B", 1.0), (c("hole", "Hole."), "B", 1.0), (c("hole", "A"), "B", 0.0),
+    (c("hole", "B"), "A", 0.0), (c("hole", ""), "B", 0.0),
+    ("the answer is B", "B", 0.0),                          # no answer block: the whole text is not read
+    ("<think>x</think><answer>B</answer> then more", "B", 1.0),   # format is format_reward's job
+    (c("x", "E"), "E", 0.0),                                # E is not among the options
+])
+def test_accuracy(completion, gold, expected):
+    assert accuracy_reward(completion, gold, KIND) == expected
+
+
+def test_accuracy_never_matches_none_to_none():
+    # a grounding gold with no options must not count "no choice" == "no choice" as correct
+    assert accuracy_reward(c("x", "nothing"), '{"bbox_2d": [0, 0, 1, 1]}', {}) == 0.0
+
+
+# ---------------------------------------------------------------- reward hacking
+HACKS = [
+    ("empty answer", c("a round hole, so B", "")),
+    ("two think blocks", "<think>A</think><think>a round hole, so B</think><answer>B</answer>"),
+    ("two answer blocks", "<think>a round hole, so B</think><answer>A</answer><answer>B</answer>"),
+    ("text after </answer>", c("a round hole, so B", "B") + " B B B"),
+    ("answer outside tags", "<think>a round hole, so B</think> B"),
+    ("tags in the answer", c("a round hole, so B", "<think>B</think>B")),
+]
+
+
+@pytest.mark.parametrize("name,completion", HACKS, ids=[h[0] for h in HACKS])
+def test_hacks_get_no_roam_and_no_format(name, completion):
+    assert roam_reward(completion, "B", KIND) == 0.0
+    assert format_reward(completion) == 0.0
+
+
+def test_answer_letter_outside_options():
+    # E with options A-D is "no answer": disagreeing with the reasoning, so ROAM 0 and accuracy 0
+    assert roam_reward(c("a round hole, so B", "E"), "B", KIND) == 0.0
+    assert roam_reward(c("I look closely.", "E"), "B", KIND) == 0.0
+    assert accuracy_reward(c("a round hole, so B", "E"), "B", KIND) == 0.0
+
+
+@pytest.mark.parametrize("gold", ["A", "B", "C", "D"])
+def test_naming_every_option_pays_only_for_the_last(gold):
+    spray = c("A B C D", "A B C D")
+    assert roam_reward(spray, gold, KIND) == (1.0 if gold == "D" else 0.1)
+    assert accuracy_reward(spray, gold, KIND) == (1.0 if gold == "D" else 0.0)
+
+
+def test_very_long_outputs():
+    long_ok = c("I inspect every region. " * 8000 + "So the answer is B.", "B")   # ~200k chars
+    assert roam_reward(long_ok, "B", KIND) == 1.0
+    junk = "<think>" * 20000 + "A (B) option C " * 5000 + "{" * 20000 + "<answer>" * 10000
+    assert roam_reward(junk, "B", KIND) == 0.0
+    assert accuracy_reward(junk, "B", KIND) == 0.0
+    assert iou_reward(junk + "</answer>", '{"bbox_2d": [0, 0, 1, 1]}') == 0.0
+
+
+# ---------------------------------------------------------------- IoU (VLM-R1 style, continuous)
+GOLD = '{"bbox_2d": [0, 0, 10, 10]}'
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ('{"bbox_2d": [0, 0, 10, 10]}', 1.0),
+    ('{"bbox_2d": [5, 5, 15, 15]}', 25 / 175),            # overlap 5x5, union 100 + 100 - 25
+    ('{"bbox_2d": [0, 0, 5, 10]}', 0.5),                  # half of the gold, inside it
+    ('{"bbox_2d": [2, 2, 4, 4]}', 4 / 100),
+    ('{"bbox_2d": [10, 0, 20, 10]}', 0.0),                # touching edges
+    ('{"bbox_2d": [20, 20, 30, 30]}', 0.0),
+    ('```json\n{"bbox_2d": [5, 5, 15, 15]}\n```', 25 / 175),
+    ('[{"bbox_2d": [0, 0, 5, 10], "label": "scratch"}, {"bbox_2d": [0, 0, 10, 10]}]', 0.5),   # first object
+    ('The box is {"bbox_2d": [0.0, 0.0, 5.0, 10.0]} I think.', 0.5),
+])
+def test_iou_hand_computed(answer, expected):
+    assert iou_reward(c("the scratch is top left", answer), GOLD) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("answer", [
+    "", "no box", '{"bbox_2d": [0, 0, 10]}', '{"bbox_2d": [10, 0, 0, 10]}', '{"bbox_2d": [0, 5, 10, 5]}',
+    '{"bbox_2d": ["0", "0", "10", "10"]}', '{"bbox_2d": [NaN, 0, 10, 10]}', '{"bbox_2d": [0, 0, Infinity, 10]}',
+    '{"bbox_2d": [true, 0, 10, 10]}', '{"box": [0, 0, 10, 10]}', "{'bbox_2d': [0, 0, 10, 10]}",
+    '{"bbox_2d": [0, 0, 1' + "0" * 400 + ', 10]}', "[]", "[[[[" * 10000,
+])
+def test_iou_malformed_box_is_zero(answer):
+    assert iou_reward(c("x", answer), GOLD) == 0.0
+
+
+def test_iou_infinite_boxes_never_give_nan():
+    inf_box = '{"bbox_2d": [0, 0, Infinity, 10]}'   # inf - inf would make the IoU nan
+    assert iou_reward(c("x", inf_box), inf_box) == 0.0
+
+
+def test_iou_needs_answer_block_and_box_gold():
+    assert iou_reward('{"bbox_2d": [0, 0, 10, 10]}', GOLD) == 0.0             # box outside <answer>
+    assert iou_reward(c("x", '{"bbox_2d": [0, 0, 10, 10]}'), "B", KIND) == 0.0  # a choice question
+
+
+# ---------------------------------------------------------------- LR-IAD rare-defect reward (arXiv 2504.19524)
+COUNTS = collections.Counter(good=90, scratch=10)   # inverse freqs 1/90, 1/10; mean 1/18
+
+
+@pytest.mark.parametrize("label,expected", [("good", 0.2), ("scratch", 1.8), ("unseen", 1.8)])
+def test_class_weight(label, expected):
+    assert class_weight(label, COUNTS) == pytest.approx(expected)
+
+
+def test_class_weight_uniform_without_counts():
+    assert class_weight("scratch", None) == 1.0 and class_weight("scratch", collections.Counter()) == 1.0
+    assert class_weight("a", collections.Counter(a=5, b=5)) == pytest.approx(1.0)
+
+
+RIGHT, WRONG = c("a round hole, so B", "B"), c("a scratch, so A", "A")
+
+
+def test_rare_reward_hand_computed():
+    # G = 4, one correct: p = 1/4, (1 - p)^2 = 0.5625; weight 1.8 for the rare class
+    r = rare_defect_reward([RIGHT, WRONG, WRONG, WRONG], "B", KIND, "scratch", COUNTS)
+    assert r == pytest.approx([0.5625 * 1.8, 0.0, 0.0, 0.0])
+
+
+def test_rare_class_earns_more_than_common_class():
+    group = [RIGHT, WRONG, WRONG, WRONG]
+    rare = rare_defect_reward(group, "B", KIND, "scratch", COUNTS)[0]
+    common = rare_defect_reward(group, "B", KIND, "good", COUNTS)[0]
+    assert rare > common > 0
+
+
+def test_hard_prompt_earns_more_than_easy_prompt():
+    hard = rare_defect_reward([RIGHT, WRONG, WRONG, WRONG], "B", KIND, "good", None)   # p = 1/4
+    easy = rare_defect_reward([RIGHT, RIGHT, RIGHT, WRONG], "B", KIND, "good", None)   # p = 3/4
+    assert hard[0] == pytest.approx(0.5625) and easy[0] == pytest.approx(0.0625)
+
+
+def test_rare_reward_wrong_answers_and_solved_prompts_get_zero():
+    assert rare_defect_reward([WRONG, WRONG], "B", KIND, "scratch", COUNTS) == [0.0, 0.0]
+    assert rare_defect_reward([RIGHT, RIGHT], "B", KIND, "scratch", COUNTS) == [0.0, 0.0]   # p = 1
+    assert rare_defect_reward([], "B", KIND) == []
+
+
+# ---------------------------------------------------------------- score_group, REWARDS
+def test_score_group():
+    group = [RIGHT, WRONG, "garbage", c("I look closely.", "B")]
+    out = score_group(["accuracy", "roam", "format", "iou", "rare"], group, "B", KIND, "scratch", COUNTS)
+    assert out["accuracy"] == [1.0, 0.0, 0.0, 1.0]
+    assert out["roam"] == [1.0, 0.1, 0.0, 0.8]
+    assert out["format"] == [1.0, 1.0, 0.0, 1.0]
+    assert out["iou"] == [0.0] * 4
+    assert out["rare"] == pytest.approx([0.25 * 1.8, 0.0, 0.0, 0.25 * 1.8])   # p = 1/2
+    assert list(score_group("accuracy,roam", group, "B", KIND)) == ["accuracy", "roam"]
+
+
+def test_score_group_unknown_name_lists_valid_ones():
+    with pytest.raises(ValueError, match="accuracy.*format.*iou.*roam.*rare"):
+        score_group(["accuracy", "bleu"], [RIGHT], "B", KIND)
+
+
+def test_rewards_registry():
+    assert set(REWARDS) == {"accuracy", "format", "roam", "iou"}
+    for fn in REWARDS.values():
+        assert isinstance(fn(RIGHT, "B", KIND), float)
+
+
+def test_roam_is_pure_python():
+    tree = ast.parse(pathlib.Path(roam.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in (n.names if isinstance(n, ast.Import) else [ast.alias(n.module or "")])}
+    assert not imported & {"torch", "numpy", "transformers"}
+
+
+def test_cli(capsys):
+    assert roam.main([RIGHT, "--answer", "B", "--options", "A=Scratch.,B=Hole.,C=Stain.,D=Crack."]) == 0
+    out = capsys.readouterr().out
+    assert "roam      1.0000" in out and "accuracy  1.0000" in out
+    assert roam.main([RIGHT, "--answer", "B", "--options", "nonsense"]) == 2
+
+
+# ---------------------------------------------------------------- fuzz: never raises, only the five tiers
+PIECES = ["<think>", "</think>", "<answer>", "</answer>", "<think", "answer>", "A", "B", "C", "D", "E", "(B)",
+          "A.", "a", "option ", "the answer is ", "Yes", "no", "eyes", "Scratch", "hole", "{", "}", "[", "]",
+          '{"bbox_2d": [1, 2, 3, 4]}', "\n", " ", "  ", ".", ",", ":", "*", "\\", "é", "\x00", "\u200b", "😀"]
+
+
+def random_text(rng):
+    if rng.random() < 0.5:   # half shaped like a completion, so every tier is reached
+        return c(random_text_flat(rng), random_text_flat(rng))
+    return random_text_flat(rng)
+
+
+def random_text_flat(rng):
+    parts = rng.choices(PIECES, k=rng.randint(0, 12))
+    if rng.random() < 0.3:
+        parts.append("".join(chr(rng.randint(0, 0x2FFF)) for _ in range(rng.randint(0, 20))))
+    rng.shuffle(parts)
+    return "".join(parts)
+
+
+def test_roam_fuzz_10000_strings():
+    rng = random.Random(0)
+    seen = collections.Counter()
+    for _ in range(10_000):
+        text = random_text(rng)
+        gold, options = rng.choice([("B", KIND), ("A", YN), ("B", YN), ("D", KIND)])
+        r = roam_reward(text, gold, options)
+        assert r in {0.0, 0.05, 0.1, 0.8, 1.0}, (text, r)
+        seen[r] += 1
+        for fn in REWARDS.values():
+            assert 0.0 <= fn(text, gold, options) <= 1.0
+    assert set(seen) == {0.0, 0.05, 0.1, 0.8, 1.0}   # the generator reaches every tier
