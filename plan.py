@@ -1,0 +1,297 @@
+"""
+Per-GPU memory plan for GRPO training of Qwen2.5-VL under FSDP2 (no GPU and no weights needed).
+
+    python plan.py --model qwen2.5-vl-3b --gpus 4 --group-size 8 --gpu-gb 48
+
+The model is built on the meta device from its config, so every parameter's shape is real. Bytes are per
+GPU; GiB = 2**30. What the training step is assumed to do (grpo.py / anomalyr1.py):
+
+FSDP2: `fully_shard` per vision block, per decoder layer, then the root (token embedding = tied lm_head,
+patch embed, patch merger, final norm). MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16): the
+sharded master weights stay fp32, each unit is all-gathered to bf16 to compute, its bf16 gradient is
+reduce-scattered and cast up into the fp32 gradient shard. A shard holds ceil(dim0 / gpus) rows of every
+parameter (FSDP2 pads dim 0), so with gpus=1 the counts are exactly those of the unsharded model.
+
+Persistent all step: fp32 parameter, gradient and AdamW (exp_avg, exp_avg_sq, a 4-byte step per tensor)
+shards, and the frozen reference model's bf16 shards (none when beta == 0). On top of that the step peaks
+in one of four phases; total = persistent + the largest phase:
+  rollout    one generate call for the GPU's prompts × G: the whole policy unsharded in bf16 (assumes grpo calls
+             set_reshard_after_forward(False) around generate, 129 -> 5 all-gathers in FACTS.md; else pass
+             rollout_unsharded=False), the KV cache, the no-grad prefill.
+  reference  reference log-probs, no grad, `logprob_batch` sequences per forward.
+  train      policy log-prob forward + backward, `logprob_batch` sequences per micro-batch (backward per
+             micro-batch, gradients accumulate).
+  optimizer  AdamW's foreach sqrt(exp_avg_sq) temporary: one more fp32 shard.
+A FSDP forward holds the root unsharded (FSDP2 does not reshard the root after forward) plus two units:
+the one computing and the one prefetched. Attention is flash / memory-efficient (no S×S scores). The vision
+tower is trained and, in the log-prob forward, sees every sequence's own copy of the images
+(anomalyr1.repeat_rows). Logits exist only for completion positions (logits_to_keep). Buffers, the CUDA
+context, NCCL buffers and allocator fragmentation are what the safety margin is for.
+"""
+import argparse
+import itertools
+import math
+import os
+
+import torch
+from transformers import AutoConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+GiB = 2**30
+BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+
+
+def qwen25_vl_3b_config():
+    """Qwen2.5-VL-3B-Instruct from its public config.json numbers (FACTS.md), no download."""
+    return Qwen2_5_VLConfig(
+        text_config=dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                         intermediate_size=11008, vocab_size=151936, max_position_embeddings=128000, rms_norm_eps=1e-6,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
+        vision_config=dict(depth=32, hidden_size=1280, out_hidden_size=2048, intermediate_size=3420, num_heads=16,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31]),
+        tie_word_embeddings=True)
+
+
+def tiny_plan_config():
+    """A small Qwen2.5-VL that builds with real weights on CPU in well under a second (tests/test_plan.py)."""
+    return Qwen2_5_VLConfig(
+        text_config=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=768, vocab_size=4096, max_position_embeddings=4096, bos_token_id=4004,
+                         eos_token_id=4005, pad_token_id=4004,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]}),
+        vision_config=dict(depth=2, hidden_size=128, out_hidden_size=256, intermediate_size=256, num_heads=4,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[1]),
+        image_token_id=4000, video_token_id=4001, vision_start_token_id=4002, vision_end_token_id=4003,
+        tie_word_embeddings=True)
+
+
+def load_config(model):
+    if isinstance(model, Qwen2_5_VLConfig):
+        return model
+    if model == "qwen2.5-vl-3b":
+        return qwen25_vl_3b_config()
+    if model == "tiny-config":
+        return tiny_plan_config()
+    if not os.path.isfile(os.path.join(model, "config.json")):
+        raise ValueError(f"plan: no {os.path.join(model, 'config.json')}. Pass a local Hugging Face model folder, "
+                         "'qwen2.5-vl-3b' or 'tiny-config'.")
+    config = AutoConfig.from_pretrained(model, local_files_only=True, trust_remote_code=False)  # never remote code
+    if config.model_type != "qwen2_5_vl":
+        raise ValueError(f"plan: {model}/config.json is model_type {config.model_type!r}; this planner knows "
+                         "Qwen2.5-VL ('qwen2_5_vl') only.")
+    return config
+
+
+def smart_resize(height, width, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 16384):
+    """Qwen2.5-VL's image resize: both sides multiples of `factor` (patch 14 × merge 2), area within the bounds,
+    aspect ratio kept as closely as possible. Returns (height, width)."""
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / scale / factor) * factor)
+        w = max(factor, math.floor(width / scale / factor) * factor)
+    elif h * w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * scale / factor) * factor, math.ceil(width * scale / factor) * factor
+    return h, w
+
+
+def count_units(config, gpus):
+    """Parameter counts of the meta model, per FSDP unit, and the per-GPU shard size."""
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    shard = lambda p: math.ceil(p.shape[0] / gpus) * math.prod(p.shape[1:]) if p.dim() else 1
+    numel = lambda module: sum(p.numel() for p in module.parameters())
+    layers = [numel(m) for m in model.model.language_model.layers]
+    blocks = [numel(m) for m in model.model.visual.blocks]
+    total = numel(model)  # parameters() yields the tied embedding / lm_head once
+    return dict(params=total, tensors=len(list(model.parameters())), shard=sum(shard(p) for p in model.parameters()),
+                root=total - sum(layers) - sum(blocks), unit=max(layers + blocks))
+
+
+def layer_saved(h, inter, e, attn_copies):
+    """Bytes per token autograd saves inside one decoder layer / vision block, compute dtype of e bytes.
+    Each RMSNorm: its fp32 upcast (kept by pow and mul; no copy when already fp32), the normalized x (kept by
+    weight·x) and its output (kept by the next Linear). Attention: `attn_copies` × [h]: decoder 5 = q after RoPE,
+    k and v repeated to all heads (a padding mask forces repeat_kv), sdpa output, o_proj input; vision 7 = the
+    fused qkv output (v is a view of it) instead of k and v, q and k after RoPE, sdpa output, the concat.
+    MLP: gate (kept by silu), silu(gate) and up (kept by the product), the product (kept by down_proj)."""
+    norm = (4 * h if e < 4 else 0) + 2 * e * h
+    return 2 * norm + attn_copies * e * h + 4 * e * inter
+
+
+def backward_transient(h, inter, e):
+    """Gradients alive during one layer's backward beside what it saved: d(gate), d(up), d(product) [I]
+    and the residual stream's incoming and outgoing gradient [h]."""
+    return e * (3 * inter + 2 * h)
+
+
+def nograd_transient(h, inter, e):
+    """Bytes per token alive in a no-grad forward of one layer: silu(gate), up and their product [I] at once,
+    the residual stream in and out and the normed input [h], the fp32 RMSNorm upcast."""
+    return e * (3 * inter + 3 * h) + 4 * h
+
+
+def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_completion, image_size, templates,
+             text_tokens, beta, dtype, grad_checkpointing, rollout_unsharded, gpu_gb, margin_gb):
+    """Pure arithmetic on the unit counts `c`: returns the table rows and the verdict."""
+    tc, vc, e = config.text_config, config.vision_config, BYTES[dtype]
+    h, L, I, V = tc.hidden_size, tc.num_hidden_layers, tc.intermediate_size, tc.vocab_size
+    hv, Iv, Lv = vc.hidden_size, vc.intermediate_size, vc.depth
+    head_dim = getattr(tc, "head_dim", None) or h // tc.num_attention_heads
+    G, B, T = group_size, logprob_batch or group_size, max_completion
+    # prompt: each image is resized to multiples of 28 px; one LLM token per 2×2 merged 14-px patches
+    height, width = smart_resize(image_size[1], image_size[0], vc.patch_size * vc.spatial_merge_size)
+    patches = (height // vc.patch_size) * (width // vc.patch_size)  # vision-tower tokens per image
+    image_tokens = patches // vc.spatial_merge_size**2  # LLM tokens per image
+    images = 1 + templates  # the query image + normal template images
+    P = images * image_tokens + text_tokens
+    S = P + T
+    prompts = math.ceil((prompts_per_step or gpus) / gpus)  # this GPU's prompts, rolled out in one generate call
+    gather = e * (c["root"] + 2 * c["unit"])  # unsharded root + the computing and the prefetched unit
+    rows = [("persistent (all step)", None, ""),
+            ("parameters", 4 * c["shard"], "fp32 master shards (bf16 compute via MixedPrecisionPolicy)"),
+            ("gradients", 4 * c["shard"], "fp32 shards (each unit reduce-scattered in bf16)"),
+            ("AdamW state", 8 * c["shard"] + 4 * c["tensors"], "exp_avg + exp_avg_sq fp32 shards, 4-B step each"),
+            ("reference model", e * c["shard"] if beta > 0 else 0,
+             f"{dtype} shards, frozen" if beta > 0 else "none: beta = 0")]
+    phases = {}
+    # rollout: G completions per prompt; the images are encoded once per prompt, then the embeddings repeated
+    seqs = prompts * G
+    kv = 2 * L * tc.num_key_value_heads * head_dim * S * seqs * e
+    prefill = max(seqs * P * nograd_transient(h, I, e), prompts * images * patches * nograd_transient(hv, Iv, e))
+    phases["rollout"] = [("policy for generate", e * c["params"] if rollout_unsharded else gather,
+                          f"unsharded {dtype} across generate" if rollout_unsharded else "root + 2 units all-gathered"),
+                         ("KV cache", kv, f"2·{L} layers·{tc.num_key_value_heads} kv·{head_dim}·{S} tok·{seqs} seq·{e} B"),
+                         ("prefill working set", prefill, "no grad, one layer or vision block at a time")]
+    # log-prob forwards, B sequences each; the vision tower runs on every sequence's own images
+    tokens, vtokens = B * S, B * images * patches
+    logit_elems = B * T * V
+    if beta > 0:
+        ref_work = max(tokens * nograd_transient(h, I, e), vtokens * nograd_transient(hv, Iv, e))
+        phases["reference"] = [("reference all-gather", gather, "root + 2 units"),
+                               ("no-grad working set", ref_work, f"{B} seq × {S} tok, one layer at a time"),
+                               ("completion logits", e * logit_elems + 4 * T * V, f"{dtype} [B,T,V] + one fp32 row")]
+    # not checkpointed: the final norm; per patch the fp32 pixel_values, the conv's input in the compute dtype,
+    # the merger's RMSNorm, and its Linear / GELU / Linear inputs (4·hv per 4 patches each)
+    pixel = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2  # 1176 values per patch
+    edges = tokens * layer_saved(h, 0, e, 0) / 2 + vtokens * ((4 + e) * pixel + layer_saved(hv, 0, e, 0) / 2 + 3 * e * hv)
+    if grad_checkpointing:  # saved: each layer's input; recomputed: one layer's whole graph
+        saved = tokens * L * e * h + vtokens * Lv * e * hv + edges
+        work = max(tokens * (layer_saved(h, I, e, 5) + backward_transient(h, I, e)),
+                   vtokens * (layer_saved(hv, Iv, e, 7) + backward_transient(hv, Iv, e)))
+    else:
+        saved = tokens * L * layer_saved(h, I, e, 5) + vtokens * Lv * layer_saved(hv, Iv, e, 7) + edges
+        work = max(tokens * backward_transient(h, I, e), vtokens * backward_transient(hv, Iv, e))
+    # anomalyr1.token_logprobs: lm_head gives [B,T,V] in bf16; each row's fp32 copy is kept by logsumexp for
+    # backward. Logits are freed by their own backward, before any layer is recomputed: max(), not sum.
+    logits = (e + 4) * logit_elems
+    phases["train"] = [("policy all-gather", gather, "root + 2 units"),
+                       ("gradient reduce-scatter", e * (c["root"] + c["unit"]),
+                        "root's unsharded grad (lm_head is first in backward, reduced last) + 1 unit"),
+                       ("activations: saved", saved, f"{B} seq × {S} tok" + (
+                           f": {L} decoder + {Lv} vision layer inputs" if grad_checkpointing else ", no checkpointing")),
+                       ("activations: recompute", work, "one layer's graph + its gradients (max decoder / vision)"),
+                       ("completion logits", logits, f"[{B},{T},{V}] {dtype} + fp32 copy kept for backward")]
+    phases["optimizer"] = [("AdamW foreach temporary", 4 * c["shard"], "sqrt(exp_avg_sq), one fp32 shard")]
+    persistent = sum(b for _, b, _ in rows[1:])
+    peaks = {}
+    for name, items in phases.items():
+        # the train phase's logits and recompute never coexist; everything else in a phase does
+        peaks[name] = sum(b for _, b, _ in items) - (min(work, logits) if name == "train" else 0)
+        rows += [(f"phase {name}" + ("  (logits | recompute: larger only)" if name == "train" else ""), None, "")]
+        rows += items + [(f"  = {name} peak", peaks[name], "")]
+    worst = max(peaks, key=peaks.get)
+    total = persistent + peaks[worst]
+    budget = (gpu_gb - margin_gb) * GiB
+    return dict(rows=rows, total=total, persistent=persistent, peak_phase=worst, phases=peaks, budget=budget,
+                fits=total <= budget, n_params=c["params"], shard=c["shard"], prompt_tokens=P,
+                tokens_per_image=image_tokens, resized=(width, height), seq_len=S, kv_cache=kv,
+                params=4 * c["shard"], grads=4 * c["shard"], adam=8 * c["shard"] + 4 * c["tensors"])
+
+
+def plan(model="qwen2.5-vl-3b", gpus=4, group_size=8, logprob_batch=None, prompts_per_step=None, max_completion=256,
+         image_size=(1000, 800), templates=1, text_tokens=200, beta=0.04, dtype="bf16", grad_checkpointing=True,
+         rollout_unsharded=True, gpu_gb=48.0, margin_gb=8.0, suggest=True):
+    """Per-GPU bytes of one GRPO step (see the module docstring). `model`: 'qwen2.5-vl-3b', 'tiny-config', a
+    local HF folder or a Qwen2_5_VLConfig. `image_size` (width, height) before Qwen's resize; `logprob_batch`
+    sequences per log-prob forward (None = group_size); `prompts_per_step` across all GPUs (None = one per GPU).
+    If the total is over gpu_gb - margin_gb and `suggest`, result["suggestion"] is the first setting that fits."""
+    settings = dict(locals())  # every argument but these two is a setting estimate() takes
+    del settings["model"], settings["suggest"]
+    settings.update(logprob_batch=logprob_batch or group_size, image_size=tuple(image_size))
+    config = load_config(model)
+    counts = count_units(config, gpus)
+    result = estimate(counts, config, **settings)
+    result.update(settings=settings, model=model if isinstance(model, str) else "config", suggestion=None)
+    if suggest and not result["fits"]:
+        # standard knobs, least intrusive first (the last varies fastest): smaller log-prob micro-batches (slower,
+        # same algorithm), reshard during rollout (slower), fewer template images (changes the prompt), beta = 0
+        # (drops the KL term and the reference model)
+        batches = sorted({max(1, group_size >> k) for k in range(8)}, reverse=True)
+        knobs = itertools.product((beta, 0.0) if beta > 0 else (beta,), range(templates, -1, -1),
+                                  (True, False) if rollout_unsharded else (False,), batches)
+        for b, t, unsharded, lb in knobs:
+            trial = dict(settings, logprob_batch=lb, templates=t, beta=b, rollout_unsharded=unsharded)
+            r = estimate(counts, config, **trial)
+            if r["fits"]:
+                changed = {k: v for k, v in trial.items() if v != settings[k]}
+                result["suggestion"] = dict(changed=changed, total=r["total"])
+                break
+    return result
+
+
+def flag(name, value):
+    """The command-line spelling of one changed setting."""
+    if name == "rollout_unsharded":
+        return "--rollout-reshard" if not value else ""
+    return f"--{name.replace('_', '-')} {value:g}" if isinstance(value, float) else f"--{name.replace('_', '-')} {value}"
+
+
+def format_table(r):
+    s = r["settings"]
+    lines = [f"GRPO memory plan: {r['model']}, {r['n_params'] / 1e9:.3f} B params, {s['gpus']} GPU(s) FSDP2, "
+             f"{s['dtype']} compute, fp32 master weights",
+             f"G={s['group_size']}, logprob_batch={s['logprob_batch']}, beta={s['beta']}, {s['max_completion']} completion "
+             f"tokens, {1 + s['templates']} image(s) {s['image_size'][0]}x{s['image_size'][1]} -> {r['resized'][0]}x"
+             f"{r['resized'][1]} = {r['tokens_per_image']} tokens each, + {s['text_tokens']} text = prompt "
+             f"{r['prompt_tokens']}, sequence {r['seq_len']}",
+             f"{'':28s}{'GiB/GPU':>8s}"]
+    for name, b, note in r["rows"]:
+        lines.append(f"{name}" if b is None else f"  {name:26s}{b / GiB:8.2f}  {note}")
+    lines.append(f"total = persistent {r['persistent'] / GiB:.2f} + {r['peak_phase']} peak "
+                 f"{r['phases'][r['peak_phase']] / GiB:.2f} = {r['total'] / GiB:.2f} GiB per GPU")
+    lines.append(f"budget = {s['gpu_gb']:g} GiB - {s['margin_gb']:g} GiB margin (CUDA context ~0.5, NCCL buffers, "
+                 f"allocator fragmentation) = {r['budget'] / GiB:.2f} GiB -> {'FITS' if r['fits'] else 'DOES NOT FIT'}")
+    if not r["fits"]:
+        sug = r["suggestion"]
+        lines.append("no setting tried fits: use more GPUs or a smaller model" if sug is None else
+                     "fits with " + " ".join(flag(k, v) for k, v in sug["changed"].items())
+                     + f": {sug['total'] / GiB:.2f} GiB")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p.add_argument("--model", default="qwen2.5-vl-3b", help="qwen2.5-vl-3b | tiny-config | local HF folder")
+    p.add_argument("--gpus", type=int, default=4)
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--logprob-batch", type=int, default=None, help="sequences per log-prob forward (default G)")
+    p.add_argument("--prompts-per-step", type=int, default=None, help="all GPUs together (default one per GPU)")
+    p.add_argument("--max-completion", type=int, default=256)
+    p.add_argument("--image-size", type=int, nargs=2, default=(1000, 800), metavar=("W", "H"))
+    p.add_argument("--templates", type=int, default=1, help="normal template images per prompt")
+    p.add_argument("--text-tokens", type=int, default=200)
+    p.add_argument("--beta", type=float, default=0.04)
+    p.add_argument("--dtype", default="bf16", choices=sorted(BYTES))
+    p.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false")
+    p.add_argument("--rollout-reshard", dest="rollout_unsharded", action="store_false",
+                   help="reshard the policy during generate (slower, saves the unsharded bf16 copy)")
+    p.add_argument("--gpu-gb", type=float, default=48.0, help="memory per GPU, GiB")
+    p.add_argument("--margin-gb", type=float, default=8.0, help="CUDA context, NCCL, fragmentation allowance, GiB")
+    args = p.parse_args()
+    try:
+        print(format_table(plan(**vars(args))))
+    except ValueError as e:
+        raise SystemExit(str(e))
