@@ -1,0 +1,710 @@
+"""Datasets for AnomalyR1: everything trains and evaluates on the MMAD json schema.
+
+Schema (real MMAD `mmad.json` and the files `build` writes alike): a dict keyed by image path
+relative to a data root (first component = dataset, second = category) ->
+
+    {"conversation": [{"Question": "Is there any defect in the object?",
+                       "Options": {"A": "Yes.", "B": "No."}, "Answer": "A",
+                       "type": "Anomaly Detection"}, ...],
+     "similar_templates": ["synth/pill/train/good/003.png", ...],   # normal images, best first
+     "random_templates": [...],
+     "mask_path": "synth/pill/ground_truth/crack/000_mask.png"}     # or null for normal images
+
+Besides MMAD's 7 subtasks (QUESTION_TYPES; its "Object Structure"/"Object Details" are folded into
+"Object Analysis") a record may hold "Defect Grounding" turns: "Options": {} and "Answer":
+'{"bbox_2d": [x1, y1, x2, y2]}', integer ORIGINAL-image pixels, x2/y2 exclusive (the mask's
+bounding box: x1 = first defect column, x2 = last defect column + 1), scored by IoU.
+
+`build` asks, per test image (MMAD wording, options shuffled so every gold answer is dealt evenly
+over the letters): Anomaly Detection (Yes./No.); for defective images Defect Classification (folder
+name vs. the category's other defect kinds, then generic ones), Defect Localization (3x3 grid cell
+of the mask's centroid) and Defect Grounding; Object Classification (category vs. other categories).
+similar_templates: the category's train/good images ranked, as MMAD, at 128x128 by
+mean(1 - Bhattacharyya distance of 8x8x8 RGB histograms, grayscale SSIM over 7x7 windows), top 5;
+random_templates: 5 drawn with the seeded RNG. A defective image without a (non-empty) mask loses
+only its Localization/Grounding turns and a folder like VisA's `bad` (no kind) its Classification
+turn; build prints how many, nothing is dropped silently.
+
+`synth` draws 5 categories x (16 train/good, 8 test/good, 3 defect kinds x 5) 224x224 PNGs with
+pixel masks in MVTec-AD layout (~200 images, a few seconds); `ensure_synthetic` builds it once into
+$ANOMALYR1_CACHE or ~/.cache/anomalyr1 (subfolder synth-v1), atomically.
+
+Folder layouts `build` reads (one folder per category under ROOT):
+  MVTec-AD      cat/train/good/*.png  cat/test/<defect>/*.png  cat/ground_truth/<defect>/<id>_mask.png
+  VisA (1cls)   cat/train/good/*.JPG  cat/test/bad/*.JPG       cat/ground_truth/bad/<id>.png
+  MVTec-LOCO    as MVTec-AD but cat/ground_truth/<type>/<id>/000.png, 001.png ... (union of masks;
+                mask_path is then the folder <id>/)
+  MVTec 3D-AD   cat/train/good/rgb/*.png  cat/test/<defect>/rgb/<id>.png  cat/test/<defect>/gt/<id>.png
+
+Key/root convention of `build ROOT`: keys are `NAME/<path inside ROOT>`, NAME defaulting to ROOT's
+folder name, so the data root to load the json with is the PARENT of ROOT:
+    python data.py build /data/mvtec --out mvtec.json      ->  load_mmad("mvtec.json", "/data")
+With --name NAME different from the folder name, load with a root that holds a folder (or a
+symlink inside that root) called NAME with ROOT's content.
+
+CLI:  python data.py synth OUT [--seed S]
+      python data.py build ROOT --out questions.json [--name DATASET] [--seed S]
+      python data.py stats FILE --root ROOT
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+QUESTION_TYPES = ["Anomaly Detection", "Defect Classification", "Defect Localization", "Defect Description",
+                  "Defect Analysis", "Object Classification", "Object Analysis"]  # the 7 MMAD subtasks, table order
+GROUNDING = "Defect Grounding"
+FOLD = {"Object Structure": "Object Analysis", "Object Details": "Object Analysis"}  # as MMAD's own evaluation
+
+
+@dataclass
+class Sample:
+    image: str                 # path relative to root; first component is the dataset
+    root: str                  # absolute data root; image/templates resolve inside it
+    question: str
+    options: dict[str, str]    # {"A": "Yes.", "B": "No."}; {} for Defect Grounding
+    answer: str                # gold letter, or '{"bbox_2d": [x1, y1, x2, y2]}' for Defect Grounding
+    question_type: str
+    similar_templates: list[str] = field(default_factory=list)
+    random_templates: list[str] = field(default_factory=list)
+    mask_path: str | None = None
+    label: str = "good"        # "good" or the defect kind (for LR-IAD class weights)
+    dataset: str = ""
+    category: str = ""
+
+    def path(self) -> str:
+        return os.path.join(self.root, self.image)
+
+    def template_paths(self, shots: int, kind: str = "similar") -> list[str]:
+        if kind not in ("similar", "random"):
+            raise ValueError(f"template kind must be 'similar' or 'random', got {kind!r}")
+        names = self.similar_templates if kind == "similar" else self.random_templates
+        return [os.path.join(self.root, t) for t in names[:shots]]
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Synthetic industrial defect set (MVTec-AD layout), drawn procedurally.
+# ----------------------------------------------------------------------------------------------
+S = 224                                   # image side in pixels
+N_TRAIN, N_TEST_GOOD, N_PER_DEFECT = 16, 8, 5
+YY, XX = np.mgrid[0:S, 0:S].astype(np.float32)
+
+
+def _mask(draw) -> np.ndarray:
+    """Rasterise shapes drawn by `draw(ImageDraw)` into a bool [S, S] mask."""
+    m = Image.new("L", (S, S))
+    draw(ImageDraw.Draw(m))
+    return np.asarray(m) > 0
+
+
+def _noise(rng, cell, amp) -> np.ndarray:
+    """Smooth noise: coarse Gaussian grid upsampled, so textures vary yet PNGs stay small."""
+    n = rng.normal(0, amp, (S // cell, S // cell)).astype(np.float32)
+    return np.asarray(Image.fromarray(n, mode="F").resize((S, S), Image.BILINEAR))
+
+
+def _point(rng, region):
+    ys, xs = np.nonzero(region)
+    i = rng.integers(len(ys))
+    return float(xs[i]), float(ys[i])
+
+
+def _blob(rng, region, r, clip=None):
+    """Irregular polygon of radius ~r at a random point of `region`, clipped to `clip` (default: region)."""
+    cx, cy = _point(rng, region)
+    a = np.sort(rng.uniform(0, 2 * np.pi, 14))
+    rad = r * rng.uniform(0.6, 1.2, 14)
+    pts = list(zip((cx + rad * np.cos(a)).tolist(), (cy + rad * np.sin(a)).tolist()))
+    return _mask(lambda d: d.polygon(pts, fill=255)) & (region if clip is None else clip)
+
+
+def _line(rng, region, length, width, turn, clip=None):
+    """Polyline from a point of `region`; small `turn` = straight scratch, large = jagged crack."""
+    x, y = _point(rng, region)
+    ang, pts = rng.uniform(0, 2 * np.pi), [(x, y)]
+    for _ in range(8):
+        ang += rng.uniform(-turn, turn)
+        x, y = x + length / 8 * np.cos(ang), y + length / 8 * np.sin(ang)
+        pts.append((float(x), float(y)))
+    return _mask(lambda d: d.line(pts, fill=255, width=width)) & (region if clip is None else clip)
+
+
+def _paint(img, mask, colour, alpha=1.0):
+    img[mask] = (1 - alpha) * img[mask] + alpha * np.asarray(colour, np.float32)
+
+
+def _metal_plate(rng, defect):
+    img = np.full((S, S, 3), 45, np.float32) + _noise(rng, 8, 4)[..., None]
+    m = rng.integers(12, 22, 4)
+    plate = (XX >= m[0]) & (XX < S - m[1]) & (YY >= m[2]) & (YY < S - m[3])
+    streaks = np.repeat(rng.normal(0, 5, (S, 1)), S, 1)            # brushed: per-row streaks along x
+    tone = 150 + rng.uniform(-15, 15) + 0.15 * rng.uniform(-1, 1) * (XX - S / 2) + streaks + _noise(rng, 4, 3)
+    img[plate] = (tone[..., None] * np.array([1.0, 1.0, 1.04]))[plate]
+    for cx, cy in [(m[0] + 16, m[2] + 16), (S - m[1] - 16, m[2] + 16), (m[0] + 16, S - m[3] - 16),
+                   (S - m[1] - 16, S - m[3] - 16)]:                # four screws
+        _paint(img, _mask(lambda d: d.ellipse([cx - 7, cy - 7, cx + 7, cy + 7], fill=255)), (95, 95, 100))
+        _paint(img, _mask(lambda d: d.line([cx - 5, cy, cx + 5, cy], fill=255, width=2)), (40, 40, 45))
+    inner = plate & (XX > m[0] + 30) & (XX < S - m[1] - 30) & (YY > m[2] + 30) & (YY < S - m[3] - 30)
+    if defect == "scratch":
+        mask = _line(rng, inner, rng.uniform(50, 90), 2, 0.12, plate)
+        _paint(img, mask, (240, 240, 245))
+    elif defect == "hole":
+        cx, cy = _point(rng, inner)
+        r = rng.uniform(6, 11)
+        mask = _mask(lambda d: d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255))
+        _paint(img, mask, (12, 12, 14))
+    elif defect == "stain":
+        mask = _blob(rng, inner, rng.uniform(12, 20), plate)
+        _paint(img, mask, (150, 75, 25), 0.75)
+    return img, (mask if defect else None)
+
+
+def _fabric(rng, defect):
+    base = np.array([(60, 80, 150), (190, 170, 130), (120, 40, 50)][rng.integers(3)]) + rng.uniform(-12, 12, 3)
+    p = rng.uniform(5.5, 7.0)
+    warp, weft = np.sin(2 * np.pi * (XX + rng.uniform(0, p)) / p), np.sin(2 * np.pi * (YY + rng.uniform(0, p)) / p)
+    weave = np.where((np.floor(XX / p) + np.floor(YY / p)) % 2 == 0, warp, weft)   # basket weave
+    img = base * (0.85 + 0.12 * weave + _noise(rng, 8, 0.03))[..., None]
+    region = (XX > 12) & (XX < S - 12) & (YY > 12) & (YY < S - 12)
+    if defect == "hole":
+        mask = _blob(rng, region, rng.uniform(7, 12))
+        _paint(img, mask, (18, 18, 18))
+    elif defect == "stain":
+        mask = _blob(rng, region, rng.uniform(12, 22))
+        _paint(img, mask, (80, 55, 15) if base.mean() > 120 else (220, 200, 60), 0.7)
+    elif defect == "thread":
+        mask = _line(rng, region, rng.uniform(60, 110), 3, 0.3)
+        _paint(img, mask, (30, 30, 30) if base.mean() > 120 else (235, 235, 225))
+    return img, (mask if defect else None)
+
+
+def _bottle_top(rng, defect):
+    img = np.full((S, S, 3), 25, np.float32) + _noise(rng, 8, 4)[..., None]
+    cx, cy, R = S / 2 + rng.uniform(-6, 6), S / 2 + rng.uniform(-6, 6), 92 + rng.uniform(-4, 4)
+    dist = np.hypot(XX - cx, YY - cy)
+    top, rim = dist < R, (dist >= 0.78 * R) & (dist < R)
+    tone = 200 + rng.uniform(-12, 12) - 25 * (dist / R) ** 2 + _noise(rng, 8, 3)     # seen from above: radial shading
+    img[top] = np.stack([tone, tone, tone + 5], -1)[top]
+    _paint(img, (dist >= 0.70 * R) & (dist < 0.78 * R), (115, 115, 120))               # groove between rim and cap
+    if defect == "crack":
+        mask = _line(rng, top & (dist > 0.4 * R) & (dist < 0.85 * R), rng.uniform(45, 70), 3, 0.7, top)
+        _paint(img, mask, (45, 40, 35))
+    elif defect == "contamination":
+        x, y = _point(rng, top & (dist < 0.9 * R))
+        mask = np.zeros((S, S), bool)
+        for _ in range(rng.integers(3, 7)):                                           # a cluster of specks
+            sx, sy, r = x + rng.uniform(-14, 14), y + rng.uniform(-14, 14), rng.uniform(2, 4.5)
+            mask |= _mask(lambda d: d.ellipse([sx - r, sy - r, sx + r, sy + r], fill=255))
+        mask &= top
+        _paint(img, mask, (75, 50, 30))
+    elif defect == "broken":                                                          # a wedge of the rim is gone
+        a0, span = rng.uniform(-np.pi, np.pi), rng.uniform(0.45, 0.8)
+        ang = (np.arctan2(YY - cy, XX - cx) - a0 + np.pi) % (2 * np.pi) - np.pi
+        mask = top & (dist >= R - rng.uniform(10, 18)) & (np.abs(ang) < span / 2)
+        _paint(img, mask, (25, 25, 25))
+    return img, (mask if defect else None)
+
+
+def _pcb(rng, defect):
+    board = np.array([20, 100, 45]) + rng.uniform(-10, 10, 3)
+    img = board * (1 + _noise(rng, 8, 0.04))[..., None]
+    parts = []
+    for c in (45, 112, 179):                                                          # copper traces on a grid
+        _paint(img, _mask(lambda d: d.line([8, c, S - 8, c], fill=255, width=3)), (200, 160, 60))
+        _paint(img, _mask(lambda d: d.line([c, 8, c, S - 8], fill=255, width=3)), (200, 160, 60))
+    for k in range(9):                                                                # ICs and pad pairs
+        x, y = 45 + 67 * (k % 3) + rng.uniform(-4, 4), 45 + 67 * (k // 3) + rng.uniform(-4, 4)
+        if k % 2 == 0:
+            box = [x - 16, y - 11, x + 16, y + 11]
+            _paint(img, _mask(lambda d: d.rectangle([x - 18, y - 13, x + 18, y + 13], fill=255)), (190, 190, 195))
+            _paint(img, _mask(lambda d: d.rectangle(box, fill=255)), (25, 25, 28))
+        else:
+            box = [x - 14, y - 7, x + 14, y + 7]
+            _paint(img, _mask(lambda d: d.rectangle(box, fill=255)), (200, 200, 205))
+            _paint(img, _mask(lambda d: d.rectangle([x - 3, y - 7, x + 3, y + 7], fill=255)), board)
+        parts.append(box)
+    region = (XX > 12) & (XX < S - 12) & (YY > 12) & (YY < S - 12)
+    if defect == "missing_part":                                                      # a component never placed
+        x0, y0, x1, y1 = parts[rng.integers(9)]
+        mask = _mask(lambda d: d.rectangle([x0 - 2, y0 - 2, x1 + 2, y1 + 2], fill=255))
+        _paint(img, mask, board)
+    elif defect == "scratch":
+        mask = _line(rng, region, rng.uniform(50, 90), 2, 0.1)
+        _paint(img, mask, (205, 235, 205))
+    elif defect == "contamination":                                                   # a stray solder blob
+        mask = _blob(rng, region, rng.uniform(6, 11))
+        _paint(img, mask, (165, 165, 170))
+    return img, (mask if defect else None)
+
+
+def _pill(rng, defect):
+    img = np.full((S, S, 3), (35, 35, 40), np.float32) + _noise(rng, 8, 4)[..., None]
+    cx, cy = S / 2 + rng.uniform(-8, 8), S / 2 + rng.uniform(-8, 8)
+    a, b = 85 + rng.uniform(-5, 5), 42 + rng.uniform(-3, 3)                           # ellipse half-axes
+    e = ((XX - cx) / a) ** 2 + ((YY - cy) / b) ** 2
+    pill = e < 1
+    tone = 235 + rng.uniform(-8, 8) - 30 * e + _noise(rng, 8, 2)
+    img[pill] = np.stack([tone, tone - 3, tone - 10], -1)[pill]
+    ys, xs = np.nonzero(e < 0.8)
+    dots = rng.integers(len(ys), size=25)                                             # red speckles like MVTec's pill
+    dot = lambda d: [d.ellipse([xs[i] - 1.5, ys[i] - 1.5, xs[i] + 1.5, ys[i] + 1.5], fill=255) for i in dots]
+    _paint(img, _mask(dot), (180, 60, 50))
+    if defect == "crack":
+        mask = _line(rng, e < 0.6, rng.uniform(30, 50), 2, 0.8, pill)
+        _paint(img, mask, (60, 55, 50))
+    elif defect == "stain":
+        mask = _blob(rng, e < 0.6, rng.uniform(8, 14), pill)
+        _paint(img, mask, (200, 150, 40), 0.7)
+    elif defect == "chip":                                                            # a bite out of the edge
+        t = rng.uniform(0, 2 * np.pi)
+        x, y, r = cx + a * np.cos(t), cy + b * np.sin(t), rng.uniform(12, 18)
+        mask = _mask(lambda d: d.ellipse([x - r, y - r, x + r, y + r], fill=255)) & pill
+        _paint(img, mask, (35, 35, 40))
+    return img, (mask if defect else None)
+
+
+SYNTH_CATEGORIES = {"metal_plate": (_metal_plate, ["scratch", "hole", "stain"]),
+                    "fabric": (_fabric, ["hole", "stain", "thread"]),
+                    "bottle_top": (_bottle_top, ["crack", "contamination", "broken"]),
+                    "pcb": (_pcb, ["missing_part", "scratch", "contamination"]),
+                    "pill": (_pill, ["crack", "stain", "chip"])}
+
+
+def synth(out_dir, seed=0) -> str:
+    """Write the synthetic set in MVTec-AD layout under out_dir; identical bytes for a seed."""
+    for ci, (cat, (draw, defects)) in enumerate(SYNTH_CATEGORIES.items()):
+        rng = np.random.default_rng([seed, ci])            # own stream per category: no global RNG state
+        jobs = [("train", "good", N_TRAIN), ("test", "good", N_TEST_GOOD)]
+        jobs += [("test", d, N_PER_DEFECT) for d in defects]
+        for split, kind, n in jobs:
+            os.makedirs(os.path.join(out_dir, cat, split, kind), exist_ok=True)
+            for i in range(n):
+                img, mask = draw(rng, None if kind == "good" else kind)
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(   # level 1: 3x faster, ~same size
+                    os.path.join(out_dir, cat, split, kind, f"{i:03d}.png"), compress_level=1)
+                if mask is not None:
+                    assert mask.any(), f"empty synthetic mask for {cat}/{kind}/{i}"
+                    gt = os.path.join(out_dir, cat, "ground_truth", kind)
+                    os.makedirs(gt, exist_ok=True)
+                    Image.fromarray(mask.astype(np.uint8) * 255).save(os.path.join(gt, f"{i:03d}_mask.png"))
+    return out_dir
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Any MVTec-layout folder -> MMAD-schema questions.
+# ----------------------------------------------------------------------------------------------
+IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp")
+REGIONS = ["Top left.", "Top.", "Top right.", "Left.", "Center.", "Right.", "Bottom left.", "Bottom.", "Bottom right."]
+GENERIC_DEFECTS = ["scratch", "hole", "stain", "crack", "contamination", "deformation", "missing part", "color defect"]
+GENERIC_PRODUCTS = ["bottle", "cable", "capsule", "carpet", "hazelnut", "metal nut", "screw", "transistor", "tile"]
+UNNAMED = {"bad", "defect", "defective", "anomaly", "ng"}   # VisA's test/bad: no kind to ask about
+GROUNDING_Q = "Locate the defect in the object. Output its bounding box in JSON format."
+
+
+def _phrase(name, strip_digits=False) -> str:
+    """Folder name -> option text: 'missing_part' -> 'Missing part.' ('pcb1' -> 'Pcb.' for objects)."""
+    t = name.replace("_", " ").replace("-", " ").strip()
+    t = t.rstrip("0123456789").strip() if strip_digits else t
+    return t[:1].upper() + t[1:] + "."
+
+
+def _choice(rng, decks, question, gold, candidates, qtype):
+    """Multiple-choice turn: gold + the first distinct distractors (at most 4 options).
+
+    Gold's letter is dealt from a shuffled deck per (type, option count, gold text), refilled when
+    empty, so letters are balanced by construction for every answer (e.g. "Yes." sits at A for half
+    the defective images) instead of only on average.
+    """
+    opts = [gold]
+    for c in candidates:
+        if len(opts) < 4 and str(c).lower() not in [o.lower() for o in opts]:
+            opts.append(str(c))
+    deck = decks[(qtype, len(opts), gold)]
+    if not deck:
+        deck.extend(rng.permutation(len(opts)).tolist())
+    pos = deck.pop()
+    order = [opts[1:][i] for i in rng.permutation(len(opts) - 1)]
+    order.insert(pos, gold)
+    letters = "ABCDE"[:len(opts)]
+    return {"Question": question, "Options": dict(zip(letters, order)), "Answer": letters[pos], "type": qtype}
+
+
+def _images(folder) -> list[str]:
+    if os.path.isdir(os.path.join(folder, "rgb")):     # MVTec 3D-AD keeps the colour images in rgb/
+        folder = os.path.join(folder, "rgb")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMG_EXT))
+
+
+def _find_mask(cat_dir, defect, img) -> str | None:
+    """Try each layout's mask naming; a folder is returned for MVTec-LOCO (union of its PNGs)."""
+    stem, gt = os.path.splitext(os.path.basename(img))[0], os.path.join(cat_dir, "ground_truth", defect)
+    cands = [os.path.join(gt, stem + "_mask.png"), os.path.join(gt, stem + ".png")]      # MVTec-AD, VisA
+    if os.path.basename(os.path.dirname(img)) == "rgb":                                 # MVTec 3D-AD
+        cands.insert(0, os.path.join(os.path.dirname(os.path.dirname(img)), "gt", stem + ".png"))
+    for c in cands:
+        if os.path.isfile(c):
+            return c
+    loco = os.path.join(gt, stem)
+    return loco if os.path.isdir(loco) and _mask_files(loco) else None
+
+
+def _mask_files(path) -> list[str]:
+    if os.path.isdir(path):
+        return sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(".png"))
+    return [path]
+
+
+def _open(path, mode="RGB") -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except (OSError, SyntaxError, ValueError) as e:       # PIL's ways of saying "not an image"
+        raise ValueError(f"{path}: cannot be decoded ({e}); re-download or re-extract it") from None
+
+
+def _read_mask(path) -> np.ndarray:
+    """Union of the mask file(s) at path as bool [H, W]; any non-zero pixel is defect."""
+    return np.any([np.asarray(_open(f, "L")) > 0 for f in _mask_files(path)], axis=0)
+
+
+def _features(im):
+    """MMAD's template similarity inputs at 128x128: joint 8x8x8 RGB histogram and grayscale image."""
+    im = im.resize((128, 128), Image.BILINEAR)
+    rgb = np.asarray(im) // 32                                                        # [128, 128, 3] bins 0..7
+    hist = np.bincount((rgb[..., 0] * 64 + rgb[..., 1] * 8 + rgb[..., 2]).ravel(), minlength=512)
+    return hist / hist.sum(), np.asarray(im.convert("L"), np.float64)
+
+
+def _box7(a):
+    """Mean over every 7x7 window (valid part) via integral images: [..., 128, 128] -> [..., 122, 122]."""
+    c = np.pad(a.cumsum(-1).cumsum(-2), [(0, 0)] * (a.ndim - 2) + [(1, 0), (1, 0)])
+    return (c[..., 7:, 7:] - c[..., :-7, 7:] - c[..., 7:, :-7] + c[..., :-7, :-7]) / 49.0
+
+
+def _template_stats(paths):
+    """Per-category template features, computed once: hist [N, 512], gray [N, 128, 128], local mean/var."""
+    hs, gs = map(np.stack, zip(*[_features(_open(p)) for p in paths]))
+    my = _box7(gs)                                                                    # [N, 122, 122]
+    return hs, gs, my, _box7(gs * gs) - my ** 2
+
+
+def _similarity(im, train):
+    """score = mean(1 - Bhattacharyya distance of colour histograms, grayscale SSIM (7x7 uniform windows))."""
+    (hq, gq), (hs, gs, my, vy) = _features(im), train
+    bhatt = np.sqrt(np.clip(1 - np.sqrt(hs * hq).sum(1), 0, None))                     # [N], 0 = same histogram
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx = _box7(gq)                                                                    # [122, 122]
+    vx, cxy = _box7(gq * gq) - mx ** 2, _box7(gq * gs) - mx * my                        # cxy [N, 122, 122]
+    ssim = ((2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))).mean((1, 2))
+    return (1 - bhatt + ssim) / 2                                                     # [N]
+
+
+def _questions(rng, decks, cat, cats, defect, defects, mask, size) -> list[dict]:
+    """MMAD-style turns for one test image; mask: bool [h, w] or None, size: the image's (W, H)."""
+    bad = defect != "good"
+    conv = [_choice(rng, decks, "Is there any defect in the object?", "Yes." if bad else "No.",
+                    ["No." if bad else "Yes."], "Anomaly Detection")]
+    if bad and defect.lower() not in UNNAMED:
+        others = [_phrase(d) for d in rng.permutation([d for d in defects if d not in ("good", defect)])]
+        conv.append(_choice(rng, decks, "What type of defect is present in the object?", _phrase(defect),
+                            others + [_phrase(d) for d in rng.permutation(GENERIC_DEFECTS)], "Defect Classification"))
+    if mask is not None:
+        ys, xs = np.nonzero(mask)
+        row, col = min(int(3 * ys.mean() / mask.shape[0]), 2), min(int(3 * xs.mean() / mask.shape[1]), 2)
+        gold = REGIONS[3 * row + col]                                                 # 3x3 cell of the centroid
+        conv.append(_choice(rng, decks, "Where is the defect located in the image?", gold,
+                            rng.permutation([r for r in REGIONS if r != gold]), "Defect Localization"))
+    objs = [_phrase(c, True) for c in rng.permutation([c for c in cats if c != cat])]
+    conv.append(_choice(rng, decks, "What kind of product is shown in the image?", _phrase(cat, True),
+                        objs + [_phrase(p) for p in rng.permutation(GENERIC_PRODUCTS)], "Object Classification"))
+    if mask is not None:                                   # box of the mask, scaled to image pixels if sizes differ
+        sx, sy = size[0] / mask.shape[1], size[1] / mask.shape[0]
+        box = [int(xs.min() * sx), int(ys.min() * sy), int(round((xs.max() + 1) * sx)), int(round((ys.max() + 1) * sy))]
+        conv.append({"Question": GROUNDING_Q, "Options": {}, "Answer": json.dumps({"bbox_2d": box}),
+                     "type": GROUNDING})
+    return conv
+
+
+def build(root, out_json, name=None, seed=0, k=5) -> dict:
+    """MVTec-layout folder -> MMAD-schema dict (also written to out_json); keys relative to ROOT's parent."""
+    root = os.path.abspath(root)
+    name = name or os.path.basename(root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such folder; pass the folder holding one sub-folder per category")
+    cats = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c, "test")))
+    if not cats:
+        raise ValueError(f"{root}: no category folders with a test/ sub-folder; pass the dataset folder "
+                         "(MVTec layout: ROOT/<category>/test/<defect>/...)")
+    rng, decks = np.random.default_rng(seed), defaultdict(list)
+    key = lambda p: name + "/" + os.path.relpath(p, root).replace(os.sep, "/")
+    out, no_mask, no_train, no_kind = {}, [], [], []
+    for cat in cats:
+        cdir = os.path.join(root, cat)
+        defects = sorted(d for d in os.listdir(os.path.join(cdir, "test"))
+                         if os.path.isdir(os.path.join(cdir, "test", d)))
+        no_kind += [d for d in defects if d.lower() in UNNAMED]
+        train = _images(os.path.join(cdir, "train", "good"))
+        feats = _template_stats(train) if train else None     # once per category: ranking stays fast on real sets
+        no_train += [] if train else [cat]
+        for defect in defects:
+            for img in _images(os.path.join(cdir, "test", defect)):
+                mask_path = _find_mask(cdir, defect, img) if defect != "good" else None
+                mask = _read_mask(mask_path) if mask_path else None
+                if defect != "good" and (mask is None or not mask.any()):
+                    no_mask.append(key(img))                  # reported below, never skipped silently
+                    mask_path, mask = None, None
+                im = _open(img)
+                sim = np.argsort(-_similarity(im, feats), kind="stable")[:k] if train else []
+                rand = rng.choice(len(train), min(k, len(train)), replace=False) if train else []
+                out[key(img)] = {"conversation": _questions(rng, decks, cat, cats, defect, defects, mask, im.size),
+                                 "similar_templates": [key(train[i]) for i in sim],
+                                 "random_templates": [key(train[i]) for i in rand],
+                                 "mask_path": key(mask_path) if mask_path else None}
+    if no_mask:
+        print(f"build: {len(no_mask)} defective images have no (or an empty) mask; their Defect Localization and "
+              f"Defect Grounding questions were skipped (first: {no_mask[0]})", file=sys.stderr)
+    if no_kind:
+        print(f"build: defect folders {sorted(set(no_kind))} name no defect kind; their images get no Defect "
+              "Classification question", file=sys.stderr)
+    if no_train:
+        print(f"build: {len(no_train)} categories have no train/good images, so no templates: {', '.join(no_train)}",
+              file=sys.stderr)
+    if not out:
+        raise ValueError(f"{root}: found no test images ({', '.join(IMG_EXT)}) under <category>/test/<defect>/")
+    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+    tmp = f"{out_json}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, out_json)                                # a killed run never leaves half a json
+    return out
+
+
+def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
+    """(root, json_path) of the synthetic set, built once per cache; safe under concurrent ranks."""
+    cache = cache_dir or os.environ.get("ANOMALYR1_CACHE") or os.path.expanduser("~/.cache/anomalyr1")
+    final = os.path.join(cache, "synth-v1")
+    if not os.path.isfile(os.path.join(final, "questions.json")):
+        os.makedirs(cache, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".synth-v1-", dir=cache)
+        try:
+            build(synth(os.path.join(tmp, "synth")), os.path.join(tmp, "questions.json"))
+            os.replace(tmp, final)                           # atomic: the folder appears whole or not at all
+        except OSError:
+            if not os.path.isfile(os.path.join(final, "questions.json")):
+                raise                                        # a real failure, not another rank winning the race
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final, os.path.join(final, "questions.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Loading and validating MMAD-schema json.
+# ----------------------------------------------------------------------------------------------
+def _label_of(key) -> str:
+    parts = key.split("/")[:-1]
+    if parts and parts[-1] == "rgb":                       # MVTec 3D-AD: test/<defect>/rgb/<id>.png
+        parts = parts[:-1]
+    return parts[-1] if parts else "good"
+
+
+def _check_image(rel, root_real) -> str | None:
+    """Why `rel` is unusable (escapes root / missing / corrupt), or None when it is fine."""
+    if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+        return "escapes the root ('..' and absolute paths are not allowed)"
+    path = os.path.realpath(os.path.join(root_real, rel))
+    if not path.startswith(root_real + os.sep):
+        return f"escapes the root (resolves to {path})"    # e.g. a symlink pointing elsewhere
+    if not os.path.exists(path):
+        return "missing"
+    try:
+        for f in _mask_files(path):
+            with Image.open(f) as im:
+                if im.format == "JPEG":                    # verify() passes truncated JPEGs: decode at 1/8 size
+                    im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                    im.load()
+                else:
+                    im.verify()                            # PNG: checks every chunk's CRC up to IEND
+    except Exception as e:
+        return f"cannot be decoded ({type(e).__name__}: {e})"
+    return None
+
+
+FIXES = {"missing": "download/extract the dataset so these paths exist, or pass --root to the folder holding them",
+         "escapes": "paths must be relative and stay inside the data root (no '..', absolute paths or "
+                             "symlinks out of it)",
+         "cannot": "re-download or re-extract the corrupt files"}
+
+
+def load_mmad(json_path, root) -> list[Sample]:
+    """One Sample per conversation turn; raises ONE ValueError listing every problem before any training."""
+    fname = os.path.basename(json_path)
+    if not os.path.isfile(json_path):
+        raise FileNotFoundError(f"{json_path}: no such file; run `python data.py build` or download MMAD's mmad.json")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{fname}: data root {root} is not a folder; pass --root to the folder holding "
+                                "the images")
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            records = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_path}: malformed JSON at line {e.lineno}, column {e.colno} ({e.msg}); "
+                         "fix the file or regenerate it with `python data.py build`") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{json_path}: not UTF-8 text (byte {e.start}); is this really the questions json?") from None
+    if not isinstance(records, dict):
+        raise ValueError(f"{json_path}: expected a JSON object keyed by image path (MMAD schema), "
+                         f"got {type(records).__name__}")
+    root = os.path.abspath(root)
+    errors, samples, images = [], [], set()
+    for key, rec in records.items():
+        conv = rec.get("conversation") if isinstance(rec, dict) else None
+        if not isinstance(conv, list) or not conv:
+            errors.append(f"record {key!r} has no 'conversation' list")
+            continue
+        tpl = [rec.get(f, []) for f in ("similar_templates", "random_templates")]
+        if not all(isinstance(t, list) and all(isinstance(p, str) for p in t) for t in tpl):
+            errors.append(f"record {key!r} has templates that are not lists of paths")
+            continue
+        images.update([key, *tpl[0], *tpl[1]])
+        if isinstance(rec.get("mask_path"), str):
+            images.add(rec["mask_path"])
+        parts = key.split("/")
+        for i, turn in enumerate(conv):
+            miss = [f for f in ("Question", "Options", "Answer", "type") if not isinstance(turn, dict) or f not in turn]
+            if miss:
+                errors.append(f"record {key!r} turn {i} lacks {', '.join(miss)}")
+                continue
+            qtype = FOLD.get(turn["type"], turn["type"])
+            if not isinstance(turn["Options"], dict):
+                errors.append(f"record {key!r} turn {i} Options is not an object of letter -> text")
+            elif qtype not in QUESTION_TYPES and qtype != GROUNDING:
+                errors.append(f"record {key!r} turn {i} has unknown type {turn['type']!r} (expected one of MMAD's)")
+            elif qtype == GROUNDING and not _is_box(turn["Answer"]):
+                errors.append(f"record {key!r} turn {i} grounding answer is not '{{\"bbox_2d\": [x1, y1, x2, y2]}}'")
+            elif qtype != GROUNDING and (not isinstance(turn["Answer"], str) or turn["Answer"] not in turn["Options"]):
+                errors.append(f"record {key!r} turn {i} answer {turn['Answer']!r} is not one of its options "
+                              f"{sorted(turn['Options'])}")
+            else:
+                samples.append(Sample(image=key, root=root, question=turn["Question"], options=dict(turn["Options"]),
+                                      answer=turn["Answer"], question_type=qtype,
+                                      similar_templates=list(rec.get("similar_templates", [])),
+                                      random_templates=list(rec.get("random_templates", [])),
+                                      mask_path=rec.get("mask_path"), label=_label_of(key), dataset=parts[0],
+                                      category=parts[1] if len(parts) > 2 else ""))
+    if errors:
+        raise ValueError(f"{json_path}: {len(errors)} malformed records (first: {'; '.join(errors[:3])}); "
+                         "fix them or regenerate the file with `python data.py build`")
+    root_real = os.path.realpath(root)
+    check = tqdm(sorted(images), desc=f"checking {fname}", disable=len(images) < 500, file=sys.stderr)
+    bad = [(p, why) for p in check if (why := _check_image(p, root_real))]
+    if bad:
+        shown = "; ".join(f"{p} {why}" for p, why in bad[:3])
+        fixes = "; ".join(v for k, v in FIXES.items() if any(why.startswith(k) for _, why in bad))
+        raise ValueError(f"{fname}: {len(bad)} image problems under {root} (first: {shown}). Fix: {fixes}")
+    return samples
+
+
+def _is_box(answer) -> bool:
+    try:
+        box = json.loads(answer)["bbox_2d"]
+        return len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Few-shot split (paper §3.5: 600 training images) and 5. stats.
+# ----------------------------------------------------------------------------------------------
+def few_shot(samples, n_images=600, seed=0) -> tuple[list[Sample], list[Sample]]:
+    """(train, held_out) split by whole image, round-robin over (dataset, category, label) strata.
+
+    Each round takes one more image from every stratum (shuffled order), so every defect kind of every
+    category gets the same count, until n_images are taken. A stratum never gives all its images when
+    it has >= 2 (the held-out split keeps one), and if fewer than n_images images exist at all, the
+    training split takes half (rounded up) of each stratum instead.
+    """
+    rng = np.random.default_rng(seed)
+    strata = defaultdict(list)
+    for s in samples:
+        group = strata[(s.dataset, s.category, s.label)]
+        if s.image not in group:
+            group.append(s.image)
+    total = sum(len(v) for v in strata.values())
+    keys = [sorted(strata)[i] for i in rng.permutation(len(strata))]
+    for key in keys:
+        strata[key] = [strata[key][i] for i in rng.permutation(len(strata[key]))]
+    if total <= n_images:
+        caps = {key: (len(strata[key]) + 1) // 2 for key in keys}
+    else:
+        caps = {key: len(strata[key]) - 1 if len(strata[key]) > 1 else 1 for key in keys}
+    chosen, r = set(), 0
+    while len(chosen) < min(n_images, sum(caps.values())):
+        for key in keys:
+            if r < caps[key] and len(chosen) < n_images:
+                chosen.add(strata[key][r])
+        r += 1
+    return [s for s in samples if s.image in chosen], [s for s in samples if s.image not in chosen]
+
+
+def stats(samples) -> str:
+    """Table of question counts per dataset x question type x answer letter ('box' for grounding)."""
+    count = Counter((s.dataset, s.question_type, s.answer if s.options else "box") for s in samples)
+    cols = ["A", "B", "C", "D", "E", "box"]
+    lines = [f"{'dataset':<14}{'type':<24}" + "".join(f"{c:>6}" for c in cols) + f"{'total':>7}"]
+    order = QUESTION_TYPES + [GROUNDING]
+    for ds, qt in sorted({(d, q) for d, q, _ in count}, key=lambda x: (x[0], order.index(x[1]))):
+        row = [count[(ds, qt, c)] for c in cols]
+        lines.append(f"{ds:<14}{qt:<24}" + "".join(f"{v:>6}" for v in row) + f"{sum(row):>7}")
+    lines.append(f"{len(samples)} questions on {len({s.image for s in samples})} images")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("synth", help="write the synthetic defect set (MVTec-AD layout) to OUT")
+    a.add_argument("out")
+    a.add_argument("--seed", type=int, default=0)
+    a = sub.add_parser("build", help="MVTec-layout folder -> MMAD-schema json; load it with --root = ROOT's parent",
+                       description="Keys are NAME/<path inside ROOT>, so load the json with the PARENT of ROOT as "
+                                   "data root. With --name differing from ROOT's folder name, the data root must "
+                                   "hold a folder (or in-root symlink) called NAME with ROOT's content.")
+    a.add_argument("root", help="dataset folder: ROOT/<category>/{train/good,test/<defect>,ground_truth}/...")
+    a.add_argument("--out", required=True)
+    a.add_argument("--name", default=None, help="dataset name (first key component); default: ROOT's folder name")
+    a.add_argument("--seed", type=int, default=0)
+    a = sub.add_parser("stats", help="count questions per dataset x type x answer letter")
+    a.add_argument("file")
+    a.add_argument("--root", required=True)
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "synth":
+            synth(args.out, args.seed)
+            print(f"wrote {args.out}")
+        elif args.cmd == "build":
+            out = build(args.root, args.out, args.name, args.seed)
+            root = os.path.abspath(args.root)
+            load = os.path.dirname(root) if args.name in (None, os.path.basename(root)) else \
+                f"a folder holding {args.name}/ with {root}'s content"
+            print(f"wrote {len(out)} images, {sum(len(r['conversation']) for r in out.values())} questions to "
+                  f"{args.out}; load it with root {load}")
+        else:
+            print(stats(load_mmad(args.file, args.root)))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Shared fixtures: one offline tiny model and one synthetic data set per test session.
+
+ANOMALYR1_CACHE points at a fresh folder, so tests never read (or write) the user's ~/.cache, and every
+subprocess a test starts (torchrun, the CLIs) inherits the same cache.
+"""
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("ANOMALYR1_CACHE", tempfile.mkdtemp(prefix="anomalyr1-test-cache-"))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, processor) of the tiny offline Qwen2.5-VL, in eval mode."""
+    import anomalyr1
+    model, processor = anomalyr1.load("tiny", device="cpu")
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """(root, json_path) of the synthetic MVTec-layout set, built into MMAD-schema questions."""
+    import data
+    return data.ensure_synthetic()
