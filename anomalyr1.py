@@ -1,0 +1,588 @@
+"""anomalyr1.py — the model side of AnomalyR1: load Qwen2.5-VL, build the prompt, generate, read boxes.
+
+    python anomalyr1.py --image query.png [--template normal.png ...] [--question "..." --options "A=Yes.,B=No."]
+                        [--model tiny|/path/to/Qwen2.5-VL-3B-Instruct] [--out overlay.png]
+
+`--model tiny` (the default) builds a ~1 M-parameter Qwen2.5-VL fully offline the first time (tokenizer, chat
+template, image processor, config and weights), caches it in ~/.cache/anomalyr1/ (or $ANOMALYR1_CACHE), and warms
+it up on synthetic `<think>…</think><answer>X</answer>` replies so that, like an Instruct model, it already speaks
+the paper's format and GRPO has a signal. A real checkpoint is a local Hugging Face folder; it runs through exactly
+the same functions below.
+
+Prompt (paper §3.4 + MMAD's protocol):
+    system:  the paper's template ("A conversation between User and Assistant. …")
+    user:    MMAD's inspector instruction, "Following is 1 image of normal sample…", [template images],
+             "Following is the query image:", [query image], "Following is the question list:", question,
+             "A. …" option lines, then "Respond with your reasoning in <think> </think> tags followed by a single
+             letter answer in <answer> </answer> tags."
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import shutil
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+# ----------------------------------------------------------------------------- prompt text
+
+# Paper §3.4, verbatim up to grammar; the system turn of every conversation.
+SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. The user asks a choice question and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with the answer."
+)
+RESPOND_LETTER = ("Respond with your reasoning in <think> </think> tags "
+                  "followed by a single letter answer in <answer> </answer> tags.")
+RESPOND_BOX = ("Respond with your reasoning in <think> </think> tags followed by the bounding box "
+               'in JSON format, {"bbox_2d": [x1, y1, x2, y2]}, in <answer> </answer> tags.')
+# MMAD's evaluation wording (Jiang et al., ICLR 2025).
+INSPECTOR = ("You are an industrial inspector who checks products by images. You should judge whether there is "
+             "a defect in the query image and answer the questions about it.")
+DEFAULT_QUESTION = "Is there any defect in the object?"
+DEFAULT_OPTIONS = {"A": "Yes.", "B": "No."}
+
+# Paper §4.1: ultra-high-resolution images were compressed to 1000 × 800 to train within 48 GB GPUs.
+MAX_IMAGE_SIZE = (1000, 800)
+
+# Qwen2.5-VL's chat template (from the released Instruct checkpoints), so the tiny model's prompts are
+# token-for-token shaped like the real model's.
+QWEN_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
+    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content "
+    "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}"
+)
+# Qwen's special tokens in Qwen's order (ids 151643… in the real vocabulary; appended after the BPE vocab here).
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>",
+]
+# A random or young policy can sample these; the next forward then fails ("Image features and image tokens do not
+# match"), so generation never emits them.
+VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+END_OF_TURN = "<|im_end|>"
+
+
+def format_question(question, options):
+    """MMAD's question block: the question, then one 'A. text' line per option."""
+    return "\n".join([question] + [f"{letter}. {text}" for letter, text in options.items()])
+
+
+def conversation(question, options, query_image, template_images=()):
+    """Chat messages for one MMAD question; images are paths or PIL images, templates come before the query."""
+    text = lambda t: {"type": "text", "text": t + "\n"}  # the chat template joins parts with nothing between
+    content = [text(INSPECTOR)]
+    if template_images:
+        n = len(template_images)
+        content.append(text(f"Following is {n} image{'s' if n > 1 else ''} of normal sample, "
+                            "which can be used as a template to compare the image being queried."))
+        content += [{"type": "image", "image": image} for image in template_images]
+    content += [text("Following is the query image:"),
+                {"type": "image", "image": query_image},
+                text("Following is the question list:"),
+                text(format_question(question, options)),
+                {"type": "text", "text": RESPOND_LETTER if options else RESPOND_BOX}]
+    return [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+            {"role": "user", "content": content}]
+
+
+def build_messages(sample, shots=0, templates="similar"):
+    """The conversation for a data.Sample with `shots` of its normal template images (MMAD's 0/1/2-shot)."""
+    template_paths = sample.template_paths(shots, templates) if shots else []
+    return conversation(sample.question, sample.options, sample.path(), template_paths)
+
+
+# ----------------------------------------------------------------------------- images
+
+def load_image(path, max_size=MAX_IMAGE_SIZE):
+    """Open an image as RGB, downscaled (aspect kept) to fit max_size in its own orientation (§4.1)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path} — check the path, or the --root it is resolved against")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            image = im.convert("RGB")
+    except Exception as e:  # PIL raises many types for truncated/corrupt files
+        raise ValueError(f"cannot decode image {path} ({type(e).__name__}: {e}) — re-export it as PNG/JPEG "
+                         "or remove it from the question file") from None
+    long_side, short_side = max(max_size), min(max_size)
+    w, h = image.size
+    scale = min(1.0, long_side / max(w, h), short_side / min(w, h))
+    if scale < 1.0:
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+    return image
+
+
+def prepare(processor, samples, shots=0, templates="similar"):
+    """Tokenize a batch of samples (left-padded, so generation appends on the right).
+
+    Returns the processor's BatchFeature: input_ids [B, P], attention_mask [B, P], mm_token_type_ids [B, P],
+    pixel_values [patches, C·T·14·14], image_grid_thw [images, 3] (images in prompt order, sample by sample).
+    """
+    return prepare_conversations(processor, [build_messages(s, shots, templates) for s in samples])
+
+
+def prepare_conversations(processor, conversations, padding_side="left"):
+    texts, images = [], []
+    for messages in conversations:
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        images += [part["image"] if isinstance(part["image"], Image.Image) else load_image(part["image"])
+                   for part in messages[1]["content"] if part["type"] == "image"]
+    return processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side=padding_side)
+
+
+# ----------------------------------------------------------------------------- generation and log-probs
+
+def special_id(processor, token):
+    return processor.tokenizer.convert_tokens_to_ids(token)
+
+
+def split_images_by_row(model, batch):
+    """Each prompt row's image grids [images_r, 3] and patches [patches_r, D] (images are in row order)."""
+    counts = (batch["input_ids"] == model.config.vision_start_token_id).sum(1).tolist()  # images per row
+    grids = batch["image_grid_thw"].split(counts)
+    patches = batch["pixel_values"].split([int(g.prod(-1).sum()) for g in grids])
+    return grids, patches
+
+
+def prompt_embeddings(model, batch):
+    """Token embeddings with each image's vision features scattered in: the image is encoded once per prompt."""
+    embeds = model.get_input_embeddings()(batch["input_ids"])                       # [B, P, H]
+    features = model.get_image_features(batch["pixel_values"], batch["image_grid_thw"]).pooler_output
+    features = torch.cat(features).to(embeds.dtype)                                 # [image tokens, H]
+    image_slots = (batch["input_ids"] == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+    return embeds.masked_scatter(image_slots, features)                             # [B, P, H]
+
+
+@torch.no_grad()
+def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True,
+             output_logprobs=False):
+    """Sample `num_return_sequences` completions per prompt in one `generate` call.
+
+    Returns completion_ids [B·G, T] (rows grouped: prompt 0's G completions, then prompt 1's, …; padded with the
+    pad token after the end of turn) and their texts (special tokens dropped, cut at the end of turn); with
+    output_logprobs, also generate's own log-probs of the sampled tokens [B·G, T] (before temperature), which
+    token_logprobs must reproduce.
+    """
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    group = num_return_sequences
+    embeds = prompt_embeddings(model, batch).repeat_interleave(group, 0)           # [B·G, P, H]
+    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
+    grids, _ = split_images_by_row(model, batch)
+    out = model.generate(
+        input_ids=batch["input_ids"].repeat_interleave(group, 0),                          # [B·G, P]
+        inputs_embeds=embeds,
+        attention_mask=batch["attention_mask"].repeat_interleave(group, 0),
+        mm_token_type_ids=batch["mm_token_type_ids"].repeat_interleave(group, 0),
+        image_grid_thw=torch.cat([g for g in grids for _ in range(group)]),   # positions need the grids, not pixels
+        max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
+        eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,
+        output_logits=output_logprobs, return_dict_in_generate=True, **sampling)
+    completion_ids = out.sequences[:, batch["input_ids"].shape[1]:]                  # [B·G, T]
+    texts = decode(processor, completion_ids)
+    if not output_logprobs:
+        return completion_ids, texts
+    logits = torch.stack(out.logits, 1).float()                                     # [B·G, T, V]
+    logprobs = logits.log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)  # [B·G, T]
+    return completion_ids, texts, logprobs
+
+
+def completion_mask(completion_ids, eos_id):
+    """1 for completion tokens up to and including the first end-of-turn token, 0 after it."""
+    is_eos = completion_ids == eos_id                                               # [N, T]
+    eos_seen_before = (is_eos.cumsum(1) - is_eos.long()) > 0                        # [N, T]
+    return (~eos_seen_before).float()                                               # [N, T]
+
+
+def decode(processor, completion_ids):
+    eos_id = special_id(processor, END_OF_TURN)
+    mask = completion_mask(completion_ids, eos_id).bool()
+    return [processor.tokenizer.decode(ids[m], skip_special_tokens=True) for ids, m in zip(completion_ids, mask)]
+
+
+def token_logprobs(model, batch, completion_ids, group_size):
+    """Per-token log π(o_t | q, o_<t) of the completions under `model`, in one forward over prompt + completion.
+
+    batch holds B prompts; completion_ids [B·G, T] holds each prompt's G completions in consecutive rows. The
+    vision tower runs once per prompt and its features are shared by the G rows (same gradient, G× less vision
+    work). Logits are kept only for completion positions and the log-softmax is taken one row at a time, so
+    memory is [T, vocab] per row, never [N, P+T, vocab]. mm_token_type_ids marks the prompt's image tokens:
+    without it Qwen2.5-VL silently falls back to 1-D positions instead of its 3-D mRoPE (FACTS.md).
+    """
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    completion_ids = completion_ids.to(model.device)
+    G, T = group_size, completion_ids.shape[1]
+    grids, _ = split_images_by_row(model, batch)
+    features = model.get_image_features(batch["pixel_values"], batch["image_grid_thw"]).pooler_output  # per image
+    starts = [sum(len(g) for g in grids[:row]) for row in range(len(grids))]
+    shared = tuple(f for row, g in enumerate(grids) for _ in range(G) for f in features[starts[row]:starts[row] + len(g)])
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    logits = model(
+        input_ids=torch.cat([batch["input_ids"].repeat_interleave(G, 0), completion_ids], 1),           # [N, P+T]
+        attention_mask=torch.cat([batch["attention_mask"].repeat_interleave(G, 0),
+                                  torch.ones_like(completion_ids)], 1),                                 # [N, P+T]
+        mm_token_type_ids=torch.cat([batch["mm_token_type_ids"].repeat_interleave(G, 0),
+                                     torch.zeros_like(completion_ids)], 1),                             # [N, P+T]
+        image_grid_thw=torch.cat([g for g in grids for _ in range(G)]),                  # [N·images_per_row, 3]
+        mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=shared)},
+        logits_to_keep=T + 1, use_cache=False,
+    ).logits[:, :-1]                                                                # [N, T, V]: position t predicts o_t
+    logps = []
+    for row_logits, row_ids in zip(logits, completion_ids):
+        row_logits = row_logits.float()                                            # [T, V]
+        logps.append(row_logits.gather(-1, row_ids[:, None]).squeeze(-1) - row_logits.logsumexp(-1))  # [T]
+    return torch.stack(logps)                                                       # [N, T]
+
+
+# ----------------------------------------------------------------------------- loading (tiny or a local folder)
+
+def cache_dir():
+    return os.environ.get("ANOMALYR1_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "anomalyr1")
+
+
+def image_only_processor_class():
+    """Qwen2_5_VLProcessor without its video processor, which needs torchvision (absent on CPU installs here)."""
+    from transformers import Qwen2_5_VLProcessor
+
+    class Qwen2_5_VLImageProcessor(Qwen2_5_VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    return Qwen2_5_VLImageProcessor
+
+
+def load(model="tiny", device=None, dtype=None):
+    """(model, processor) for "tiny" (built offline on first use) or a local Hugging Face Qwen2.5-VL folder.
+
+    bf16 + flash-attn 2 on CUDA when flash-attn imports (sdpa otherwise); fp32 + sdpa on CPU. Weights load only
+    from safetensors and never run remote code.
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar on stderr would bury our one-line errors
+    path = build_tiny() if model == "tiny" else model
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"no Qwen2.5-VL checkpoint at {path} (config.json missing) — pass --model tiny or "
+                                "the folder of a downloaded Qwen2.5-VL-*-Instruct")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_cuda = device.type == "cuda"
+    dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
+    attention = "sdpa"
+    if on_cuda:
+        try:
+            import flash_attn  # noqa: F401
+            attention = "flash_attention_2"
+        except ImportError:
+            pass
+    policy = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        path, dtype=dtype, attn_implementation=attention, use_safetensors=True).to(device)
+    processor = image_only_processor_class().from_pretrained(path)
+    return policy, processor
+
+
+# ----------------------------------------------------------------------------- the tiny offline model
+
+TINY_VERSION = "tiny-v1"
+DEFECTS = ["Scratch.", "Hole.", "Stain.", "Crack.", "Contamination.", "Deformation.", "Missing part.", "Color defect."]
+REGIONS = ["Top left.", "Top.", "Top right.", "Left.", "Center.", "Right.", "Bottom left.", "Bottom.", "Bottom right."]
+PRODUCTS = ["Metal plate.", "Fabric.", "Bottle top.", "Pcb.", "Pill.", "Screw.", "Cable.", "Bottle.", "Carpet.",
+            "Wood.", "Capsule.", "Hazelnut."]
+WARMUP_QUESTIONS = [  # (question, option pool, options per question): MMAD's question shapes
+    ("Is there any defect in the object?", ["Yes.", "No."], 2),
+    ("What type of defect is present in the object?", DEFECTS, 4),
+    ("Where is the defect located in the image?", REGIONS, 4),
+    ("What kind of product is shown in the image?", PRODUCTS, 4),
+    ("What is the likely impact of the defect on the product?",
+     ["It weakens the structure.", "It has no effect.", "It only changes the color.", "It affects the function."], 4),
+    ("Locate the defect in the object. Output its bounding box in JSON format.", [], 0),
+]
+THOUGHTS = [
+    "The query image shows the object. Comparing it with the options, {text} fits best, so the answer is {letter}.",
+    "I look at the object carefully and compare it with the normal sample. It matches {text}. The answer is {letter}.",
+    "The surface and the shape suggest {text}. So I choose option {letter}.",
+]
+
+
+def warmup_example(rng):
+    """One synthetic (question, options, reply): the reply reasons toward a random option and answers it.
+
+    The choice is random on purpose: the warm-up teaches the format and reasoning/answer consistency, not the
+    task, so that GRPO (not the warm-up) is what makes answers correct.
+    """
+    question, pool, k = WARMUP_QUESTIONS[rng.randrange(len(WARMUP_QUESTIONS))]
+    if k == 0:
+        x1, y1 = rng.randrange(0, 150), rng.randrange(0, 150)
+        box = [x1, y1, x1 + rng.randrange(10, 70), y1 + rng.randrange(10, 70)]
+        return question, {}, (f"<think>The defect is a small region that differs from the normal sample.</think>"
+                              f'<answer>{{"bbox_2d": {json.dumps(box)}}}</answer>')
+    options = dict(zip("ABCD", rng.sample(pool, k)))
+    letter = rng.choice(sorted(options))
+    thought = rng.choice(THOUGHTS).format(text=options[letter].rstrip(".").lower(), letter=letter)
+    return question, options, f"<think>{thought}</think><answer>{letter}</answer>"
+
+
+def warmup_image(rng, size=224):
+    """A procedural 'product photo': a coloured background, a shape, sometimes a dark blemish."""
+    image = Image.new("RGB", (size, size), tuple(rng.randrange(60, 200) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    x, y, r = rng.randrange(40, 184), rng.randrange(40, 184), rng.randrange(20, 60)
+    draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(rng.randrange(0, 256) for _ in range(3)))
+    if rng.random() < 0.5:
+        x, y = rng.randrange(size), rng.randrange(size)
+        draw.line([x, y, x + rng.randrange(-40, 40), y + rng.randrange(-40, 40)], fill=(20, 20, 20), width=3)
+    return image
+
+
+def build_tiny_tokenizer(corpus):
+    """Byte-level BPE (~1k tokens) with Qwen2's pre-tokenizer, then Qwen's special tokens in Qwen's order."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=1024, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    trained = json.loads(bpe.to_str())["model"]
+    vocab = dict(trained["vocab"])
+    for token in QWEN_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
+    return Qwen2Tokenizer(vocab=vocab, merges=merges, errors="replace", model_max_length=32768,
+                          additional_special_tokens=QWEN_SPECIAL_TOKENS[1:])
+
+
+def tiny_config(tokenizer):
+    """A 2-layer Qwen2.5-VL whose token ids come from the tokenizer, so prompts mean the same as for the real one."""
+    from transformers import Qwen2_5_VLConfig
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    return Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},  # sums to head_dim/2
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[1]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True)
+
+
+def warm_up(model, processor, rng, steps=240, batch_size=8, lr=3e-3):
+    """Teacher-forced next-token loss on synthetic replies only (the prompt tokens are not trained)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 *
+                                                 (1 + math.cos(math.pi * s / steps)))
+    images = [warmup_image(rng) for _ in range(64)]
+    model.train()
+    for _ in range(steps):
+        texts, reply_lengths, batch_images = [], [], []
+        for _ in range(batch_size):
+            question, options, reply = warmup_example(rng)
+            templates = [rng.choice(images)] if rng.random() < 0.5 else []
+            query = rng.choice(images)
+            prompt = processor.apply_chat_template(conversation(question, options, query, templates),
+                                                   add_generation_prompt=True, tokenize=False)
+            texts.append(prompt + reply + END_OF_TURN)
+            # The prompt ends in a newline and the reply starts a new pre-token, so they tokenize independently.
+            reply_lengths.append(len(processor.tokenizer(reply + END_OF_TURN).input_ids))
+            batch_images += templates + [query]
+        batch = processor(text=texts, images=batch_images, return_tensors="pt", padding=True, padding_side="right")
+        labels = torch.full_like(batch["input_ids"], -100)                          # [B, L]: -100 = not trained
+        for row, (length, reply_length) in enumerate(zip(batch["attention_mask"].sum(1).tolist(), reply_lengths)):
+            labels[row, length - reply_length:length] = batch["input_ids"][row, length - reply_length:length]
+        loss = model(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    return loss.item()
+
+
+def build_tiny(out_dir=None, warmup_steps=240):
+    """Build (once) the offline tiny Qwen2.5-VL into the cache; deterministic; returns its folder."""
+    out_dir = out_dir or os.path.join(cache_dir(), TINY_VERSION)
+    if os.path.isfile(os.path.join(out_dir, "model.safetensors")):
+        return out_dir
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    rng = random.Random(0)
+    corpus = [SYSTEM_PROMPT, RESPOND_LETTER, RESPOND_BOX, INSPECTOR, "Following is the query image:",
+              "Following is 2 images of normal sample, which can be used as a template to compare the image being "
+              "queried.", "Following is the question list:", "You are a helpful assistant."]
+    for _ in range(2000):
+        question, options, reply = warmup_example(rng)
+        corpus += [format_question(question, options), reply]
+    tokenizer = build_tiny_tokenizer(corpus)
+    # Small images keep CPU prompts short: at most 112×112 pixels = 16 visual tokens per image.
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)
+    processor = image_only_processor_class()(image_processor, tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
+    # One thread: the matrices are tiny, and extra threads spin against each other when torchrun ranks or other
+    # jobs share the cores (measured here: 10× slower with 2 threads per process on 2 busy cores).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = Qwen2_5_VLForConditionalGeneration(tiny_config(tokenizer))
+            warm_up(model, processor, random.Random(1), steps=warmup_steps)
+    finally:
+        torch.set_num_threads(threads)
+    # Save beside the target, then rename: a killed build or a second process never sees a half-written folder.
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".building-", dir=parent)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:  # another process finished first; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- boxes and masks (paper §3.1)
+
+def model_input_size(processor, image_size):
+    """(width, height) of an image as the model sees it: Qwen2.5-VL resizes to multiples of 28 within its pixel
+    budget, and its boxes are absolute pixel coordinates in that frame."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision needed
+    ip = processor.image_processor
+    height, width = smart_resize(image_size[1], image_size[0], factor=ip.patch_size * ip.merge_size,
+                                 min_pixels=ip.size["shortest_edge"], max_pixels=ip.size["longest_edge"])
+    return width, height
+
+
+def box_to_input_frame(box, original_size, input_size):
+    """[x1, y1, x2, y2] in original-image pixels → the model's input frame."""
+    sx, sy = input_size[0] / original_size[0], input_size[1] / original_size[1]
+    return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
+
+
+def parse_box(text, input_size, original_size):
+    """The first {"bbox_2d": [x1, y1, x2, y2]} in the reply's <answer> (else anywhere in it), rescaled from the
+    model's input frame to the original image and clipped to it; None when the reply holds no valid box."""
+    import roam
+    box = roam.parse_bbox(roam.parse(text).answer) or roam.parse_bbox(text)
+    if box is None:
+        return None
+    scaled = box_to_input_frame(box, input_size, original_size)  # the same scaling, the other way round
+    w, h = original_size
+    return [min(max(scaled[0], 0), w), min(max(scaled[1], 0), h), min(max(scaled[2], 0), w), min(max(scaled[3], 0), h)]
+
+
+def box_mask(size, box):
+    """A filled-box mask (L mode, 255 inside): the default mask when no SAM2 is given."""
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle([round(v) for v in box], fill=255)
+    return mask
+
+
+def sam2_mask(image, box, sam2_path):
+    """Refine a box into a pixel mask with SAM2 (paper §3.1) from a local transformers SAM2 folder."""
+    try:
+        from transformers import Sam2Model, Sam2Processor
+        processor = Sam2Processor.from_pretrained(sam2_path)
+    except Exception as e:  # transformers' SAM2 image processor imports torchvision at module level
+        raise RuntimeError(f"SAM2 is unavailable here ({type(e).__name__}: {e}); transformers' SAM2 needs "
+                           "torchvision, which this CPU install leaves out — drop --sam2 to use the box mask") from None
+    model = Sam2Model.from_pretrained(sam2_path, use_safetensors=True).eval()
+    inputs = processor(images=image, input_boxes=[[box]], return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs, multimask_output=False)
+    masks = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0]  # [1, 1, H, W]
+    return Image.fromarray((masks[0, 0].numpy() > 0).astype(np.uint8) * 255, "L")
+
+
+def overlay(image, box, mask):
+    """The image with the mask tinted red and the box outlined: what an inspector looks at."""
+    tinted = Image.blend(image, Image.new("RGB", image.size, (255, 0, 0)), 0.45)
+    shown = Image.composite(tinted, image, mask)
+    ImageDraw.Draw(shown).rectangle([round(v) for v in box], outline=(255, 0, 0), width=max(2, image.width // 200))
+    return shown
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_options(text):
+    """'A=Yes.,B=No.' → {"A": "Yes.", "B": "No."}; commas may appear inside an option's text."""
+    options = dict(re.findall(r"(?:^|,)\s*([A-Z])\s*=\s*(.*?)(?=,\s*[A-Z]\s*=|$)", text.strip()))
+    if text.strip() and not options:
+        raise ValueError(f"cannot read --options {text!r}: write them as 'A=Yes.,B=No.'")
+    return options
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Ask Qwen2.5-VL an MMAD question about one image (AnomalyR1 prompt).")
+    parser.add_argument("--image", required=True, help="the query image")
+    parser.add_argument("--template", action="append", default=[], help="a normal sample shown before the query "
+                        "image (repeatable: 0, 1 or k templates)")
+    parser.add_argument("--question", default=DEFAULT_QUESTION)
+    parser.add_argument("--options", default="A=Yes.,B=No.", help="'A=Yes.,B=No.'; empty for a box question")
+    parser.add_argument("--model", default="tiny", help="'tiny' (offline, built on first use) or a local "
+                        "Qwen2.5-VL folder")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--sample", action="store_true", help="sample at temperature 1 instead of greedy decoding")
+    parser.add_argument("--out", help="write an overlay PNG of the answer's box here")
+    parser.add_argument("--sam2", help="local transformers SAM2 folder to turn the box into a pixel mask (§3.1)")
+    args = parser.parse_args(argv)
+    try:
+        from data import Sample
+        options = parse_options(args.options)
+        query = os.path.abspath(args.image)
+        for path in [query] + args.template:  # fail on a bad image before spending time on the model
+            load_image(path)
+        sample = Sample(image=query, root=os.path.dirname(query), question=args.question, options=options,
+                        answer="", question_type="", similar_templates=[os.path.abspath(t) for t in args.template])
+        model, processor = load(args.model)
+        batch = prepare(processor, [sample], shots=len(args.template))
+        _, texts = generate(model, processor, batch, max_new_tokens=args.max_new_tokens, do_sample=args.sample)
+        reply = texts[0]
+        print(reply)
+        import roam
+        parsed = roam.parse(reply)
+        if options:
+            choice = roam.extract_choice(parsed.answer or "", options)
+            print(f"answer: {choice}. {options[choice]}" if choice else "answer: (none: the reply names no option)")
+        image = load_image(query)
+        with Image.open(query) as im:
+            original_size = im.size
+        box = parse_box(reply, model_input_size(processor, image.size), original_size)
+        if box is not None:
+            print("box:", [round(v, 1) for v in box])
+        if args.out:
+            if box is None:
+                raise ValueError(f"the reply holds no bounding box, so there is nothing to draw into {args.out}; "
+                                 "ask a box question (--options '') or drop --out")
+            with Image.open(query) as im:
+                original = im.convert("RGB")
+            mask = sam2_mask(original, box, args.sam2) if args.sam2 else box_mask(original.size, box)
+            overlay(original, box, mask).save(args.out)
+            print(f"overlay written to {args.out}")
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
