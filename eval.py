@@ -1,0 +1,400 @@
+"""eval.py: the MMAD benchmark protocol (paper §4.2) and its tables (paper Tables 2, 3, 5).
+
+    python eval.py --model tiny                                   # synthetic set, held-out images
+    python eval.py --model runs/ckpt --data mmad.json --root MMAD --split all --shots 1
+    python eval.py --compare runs/eval/base/results.json runs/eval/trained/results.json
+
+One question per generate row (MMAD asks one per turn), options reshuffled with a seed and the gold
+letter remapped (§4.2: "the evaluation program randomizes the answer choices"), greedy decoding.
+Answers are appended to OUT/answers.jsonl as they come, so a killed run resumes where it stopped.
+"""
+import argparse
+import dataclasses
+import datetime
+import difflib
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+import typing
+from dataclasses import dataclass, field
+from statistics import fmean
+
+# The 7 MMAD subtasks in table order; FOLD maps MMAD's "Object Structure"/"Object Details" to "Object Analysis".
+# data.py imports only numpy/PIL; anomalyr1 (torch, transformers) and roam load lazily where needed.
+from data import FOLD, QUESTION_TYPES
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def is_normal(image: str) -> bool:
+    # A path component, not a substring: "GoodsAD/drink_goods/..." is not a normal image.
+    return "good" in image.replace("\\", "/").split("/")
+
+
+def summarize(records) -> dict:
+    """{dataset: {subtask: accuracy %, ..., "Average": %}, ..., "Average": {...}} (DESIGN.md).
+
+    predicted None counts as wrong (MMAD's script drops unanswered questions, flattering a model that
+    fails to answer). "Anomaly Detection" = mean of the accuracies on normal and on defective images
+    (Table 2's caption), or the one side present. A subtask a dataset lacks is absent from its dict and
+    its "Average" is over the rest; the "Average" row is, per subtask, the mean over the datasets that
+    have it, and its "Average" the mean of the datasets' Averages (macro average, §4.2).
+    Other question types (e.g. "Defect Grounding") are ignored."""
+    tally = {}  # dataset -> subtask -> side ("all" | "normal" | "defect") -> [right, total]
+    for r in records:
+        kind = FOLD.get(r["question_type"], r["question_type"])
+        if kind not in QUESTION_TYPES:
+            continue
+        dataset = r["image"].replace("\\", "/").split("/")[0]
+        side = "all" if kind != "Anomaly Detection" else ("normal" if is_normal(r["image"]) else "defect")
+        count = tally.setdefault(dataset, {}).setdefault(kind, {}).setdefault(side, [0, 0])
+        count[0] += r["predicted"] is not None and r["predicted"] == r["correct_answer"]
+        count[1] += 1
+    summary = {}
+    for dataset, kinds in tally.items():
+        row = {k: fmean([100.0 * right / total for right, total in kinds[k].values()])
+               for k in QUESTION_TYPES if k in kinds}
+        row["Average"] = fmean(list(row.values()))
+        summary[dataset] = row
+    rows = list(summary.values())
+    average = {k: fmean([row[k] for row in rows if k in row])
+               for k in QUESTION_TYPES if any(k in row for row in rows)}
+    if rows:
+        average["Average"] = fmean([row["Average"] for row in rows])
+    summary["Average"] = average
+    return summary
+
+
+def datasets(summary) -> list:
+    """The dataset rows of a summary or results.json (skips "Average" and "_"-prefixed keys such as "_meta")."""
+    return [k for k in summary if k != "Average" and not k.startswith("_")]
+
+
+def detection_errors(records) -> dict:
+    """Counts beside the accuracy table: questions scored, unanswered, and for Anomaly Detection
+    Overkill (% of normal images answered "Yes." = defective) and Miss (% of defective images
+    answered "No."). An unanswered AD question is wrong but neither overkill nor miss. Needs the
+    records' `options`; a rate is None where no such question carries them."""
+    scored = [r for r in records if FOLD.get(r["question_type"], r["question_type"]) in QUESTION_TYPES]
+    said = {"normal": [], "defect": []}  # option text the model chose, per AD question
+    for r in scored:
+        if r["question_type"] == "Anomaly Detection" and r.get("options"):
+            text = r["options"].get(r["predicted"], "") if r["predicted"] else ""
+            said["normal" if is_normal(r["image"]) else "defect"].append(text.strip().lower().rstrip("."))
+    rate = lambda xs, word: 100.0 * sum(x == word for x in xs) / len(xs) if xs else None  # noqa: E731
+    out = {"questions": len(scored), "unanswered": sum(r["predicted"] is None for r in scored),
+           "overkill": rate(said["normal"], "yes"), "miss": rate(said["defect"], "no")}
+    ious = [r["iou"] for r in records if r["question_type"] == "Defect Grounding" and "iou" in r]
+    if ious:
+        out["grounding_iou"] = fmean(ious)
+    return out
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _markdown(first, columns, rows) -> str:
+    """rows: (name, {column: value or None}, signed). Two decimals, '-' where missing."""
+    lines = ["| " + " | ".join([first] + columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for name, values, signed in rows:
+        cells = ["-" if values.get(c) is None else (f"{values[c]:+.2f}" if signed else f"{values[c]:.2f}")
+                 for c in columns]
+        lines.append("| " + " | ".join([name] + cells) + " |")
+    return "\n".join(lines)
+
+
+def _with_deltas(named_rows, columns, deltas):
+    rows = [(name, values, False) for name, values in named_rows]
+    if deltas and named_rows:
+        (base_name, base), later = named_rows[0], named_rows[1:]
+        for name, values in later:
+            diff = {c: values[c] - base[c] for c in columns
+                    if values.get(c) is not None and base.get(c) is not None}
+            rows.append((f"Δ ({name} − {base_name})", diff, True))
+    return rows
+
+
+def table_subtasks(named_results, deltas=False) -> str:
+    """Paper Table 2: rows = names, columns = the 7 subtasks + Average (each result's "Average" row)."""
+    columns = QUESTION_TYPES + ["Average"]
+    named_rows = [(name, res.get("Average", {})) for name, res in named_results]
+    return _markdown("Model", columns, _with_deltas(named_rows, columns, deltas))
+
+
+def table_datasets(named_results, subtask="Average", deltas=False) -> str:
+    """Paper Table 3 (subtask="Average") or Table 5 (subtask="Anomaly Detection"):
+    rows = names, columns = datasets (in first-seen order) + Average."""
+    columns = []
+    for _, res in named_results:
+        columns += [d for d in datasets(res) if d not in columns]
+    named_rows = [(name, {**{d: res[d].get(subtask) for d in datasets(res)},
+                          "Average": res.get("Average", {}).get(subtask)}) for name, res in named_results]
+    return _markdown("Setting", columns + ["Average"], _with_deltas(named_rows, columns + ["Average"], deltas))
+
+
+def compare(paths) -> str:
+    """Tables 2, 3 and 5 for several results.json, rows named by their folders, Δ rows vs the first."""
+    named = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                res = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); pass a results.json written by eval.py") from None
+        if not isinstance(res, dict) or "Average" not in res:
+            raise ValueError(f"{path}: no \"Average\" row; pass a results.json written by eval.py")
+        named.append((os.path.basename(os.path.dirname(os.path.abspath(path))), res))
+    return "\n\n".join([
+        "Subtasks (paper Table 2)\n\n" + table_subtasks(named, deltas=True),
+        "Datasets, average of subtasks (paper Table 3)\n\n" + table_datasets(named, deltas=True),
+        "Datasets, Anomaly Detection (paper Table 5)\n\n" + table_datasets(named, "Anomaly Detection", deltas=True)])
+
+
+# ----------------------------------------------------------------------------- answering
+
+def shuffle_options(options: dict, answer: str, seed: int, key: str):
+    """Permute the option texts over the same letters; return (options, remapped gold letter).
+    Seeded by seed + a stable hash of the question (not hash(): it changes per process)."""
+    if not options:
+        return options, answer
+    digest = hashlib.sha256(f"{seed}\n{key}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    letters, texts = list(options), list(options.values())
+    order = list(range(len(texts)))
+    rng.shuffle(order)  # new position i shows old option order[i]
+    return ({letters[i]: texts[j] for i, j in enumerate(order)},
+            letters[order.index(letters.index(answer))] if answer in options else answer)
+
+
+LETTER = re.compile(r"\b([A-E])\b")
+
+
+def parse_prediction(text: str, options: dict):
+    """(letter or None, method): the <answer> block's choice (roam.extract_choice); else MMAD's rule,
+    the last standalone capital A-E in the whole text that is an option (it also matches an article
+    "A", as MMAD's does); else the option whose text is closest to the answer (or whole text) by
+    difflib ratio on lower-cased text, if that ratio is at least 0.5 (below it the match is noise)."""
+    import roam
+    answer = roam.parse(text).answer
+    if answer:
+        choice = roam.extract_choice(answer, options)
+        if choice in options:
+            return choice, "answer"
+    letters = [x for x in LETTER.findall(text) if x in options]
+    if letters:
+        return letters[-1], "letter"
+    said = (answer or text).strip().lower()
+    ratios = {k: difflib.SequenceMatcher(None, said, v.strip().lower()).ratio() for k, v in options.items()}
+    if ratios and max(ratios.values()) >= 0.5:
+        return max(ratios, key=ratios.get), "text"
+    return None, None
+
+
+def record_key(image, question, question_type):
+    return (image, question, question_type)
+
+
+def read_answers(path):
+    """Records of an answers.jsonl, and how many lines were unreadable (a run killed mid-write)."""
+    records, bad = [], 0
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    r = None
+                if isinstance(r, dict) and {"image", "question", "question_type"} <= r.keys():
+                    records.append(r)
+                else:
+                    bad += 1
+    return records, bad
+
+
+def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=True, progress=True):
+    """Answer each sample not yet in out_dir/answers.jsonl; return (its records, number generated now).
+
+    load_generator() -> generate_texts(list of samples) -> one output text per sample: the model side,
+    loaded only when something is left to answer (a finished run re-scores without loading a model)."""
+    from tqdm import tqdm
+    path = os.path.join(out_dir, "answers.jsonl")
+    done, bad = read_answers(path)
+    if bad:  # rewrite without the broken line, else the next append would glue onto it
+        print(f"warning: {path}: ignored {bad} unreadable line(s) (a killed run); answering them again",
+              file=sys.stderr)
+        with open(path + ".tmp", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in done)
+        os.replace(path + ".tmp", path)
+    by_key = {record_key(r["image"], r["question"], r["question_type"]): r for r in done}
+    todo = {}
+    for s in samples:
+        k = record_key(s.image, s.question, s.question_type)
+        if k not in by_key:
+            todo.setdefault(k, s)
+    todo = list(todo.values())
+    generate_texts = load_generator() if todo else None
+    with open(path, "a") as f, tqdm(total=len(todo), desc="eval", unit="q", disable=not progress) as bar:
+        for i in range(0, len(todo), batch_size):
+            batch = []
+            for s in todo[i:i + batch_size]:
+                options, gold = (shuffle_options(s.options, s.answer, seed, f"{s.image}\n{s.question}")
+                                 if shuffle else (s.options, s.answer))
+                batch.append(dataclasses.replace(s, options=options, answer=gold))
+            texts = generate_texts(batch)
+            for s, text in zip(batch, texts):
+                r = {"image": s.image, "question": s.question, "question_type": s.question_type,
+                     "options": s.options, "correct_answer": s.answer, "predicted": None,
+                     "output": text, "parse_method": None}
+                if s.question_type == "Defect Grounding":  # scored by IoU, not by a letter
+                    import roam
+                    r["iou"] = roam.iou_reward(text, s.answer, {})
+                else:
+                    r["predicted"], r["parse_method"] = parse_prediction(text, s.options)
+                by_key[record_key(s.image, s.question, s.question_type)] = r
+                f.write(json.dumps(r) + "\n")
+            f.flush()  # a killed run loses at most the batch in flight
+            bar.update(len(batch))
+    wanted = dict.fromkeys(record_key(s.image, s.question, s.question_type) for s in samples)
+    return [by_key[k] for k in wanted], len(todo)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _flag(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    model: str = _flag("tiny", '"tiny" = the embedded offline model, else a local Hugging Face folder')
+    data: str | None = _flag(None, "MMAD-schema json (mmad.json); default: the synthetic set")
+    root: str | None = _flag(None, "folder the json's image paths are relative to; default: the json's folder")
+    split: str = _flag("heldout", "heldout: only images grpo.py's few-shot draw left out; "
+                       "all: the whole json (the paper's tables)")
+    shots: int = _flag(1, "normal template images shown before the query (Table 2 is 1-shot)")
+    templates: str = _flag("similar", "MMAD's retrieved similar templates, or random ones (paper §4.4)")
+    limit: int | None = _flag(None, "answer only the first N questions")
+    out: str | None = _flag(None, "output folder; default runs/eval/<model name>_<shots>shot")
+    batch_size: int = _flag(8, "questions per generate call")
+    max_new_tokens: int = _flag(256, "completion length limit (the authors' setting)")
+    seed: int = _flag(0, "seed of the option reshuffle")
+    shuffle: bool = _flag(True, "reshuffle the options (paper §4.2); --no-shuffle keeps the json's order")
+    grounding: bool = _flag(False, 'also ask "Defect Grounding" questions, scored by mean IoU')
+    device: str | None = _flag(None, "default: cuda if available, else cpu")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON",
+                   help="print Tables 2, 3, 5 for these results.json files, with deltas vs the first")
+    choices = {"split": ["heldout", "all"], "shots": [0, 1, 2], "templates": ["similar", "random"]}
+    for f in dataclasses.fields(Config):
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.type is bool:
+            p.add_argument("--no-" + f.name if f.default else flag, dest=f.name, help=help,
+                           action="store_false" if f.default else "store_true")
+        else:
+            kind = int if int in (typing.get_args(f.type) or (f.type,)) else str
+            p.add_argument(flag, type=kind, default=f.default, choices=choices.get(f.name), help=help)
+    args = vars(p.parse_args(argv))
+    compare_paths = args.pop("compare")
+    return Config(**args), compare_paths
+
+
+def load_questions(cfg: Config):
+    import data
+    if cfg.data is None:
+        root, json_path = data.ensure_synthetic()
+        print(f"no --data: using the synthetic set {json_path}", file=sys.stderr)
+    else:
+        json_path, root = cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))
+    samples = data.load_mmad(json_path, root)
+    if cfg.split == "heldout":  # same draw as grpo.py's defaults, so no training image is scored
+        samples = data.few_shot(samples)[1]
+        if not samples:
+            raise ValueError(f"{json_path}: the held-out split is empty (every image is a training image); "
+                             "pass --split all")
+    if not cfg.grounding:
+        samples = [s for s in samples if s.question_type != "Defect Grounding"]
+    return samples[:cfg.limit] if cfg.limit else samples, json_path
+
+
+def evaluate(cfg: Config) -> dict:
+    """Answer, score and write OUT/answers.jsonl, results.json, results.md; return results."""
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"--limit {cfg.limit}: pass a positive number of questions")
+    name = "tiny" if cfg.model == "tiny" else os.path.basename(os.path.normpath(cfg.model))
+    out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
+    os.makedirs(out, exist_ok=True)
+    samples, json_path = load_questions(cfg)
+    # Answers from another setting must not be mixed into this one's table.
+    setting = {k: v for k, v in dataclasses.asdict(cfg).items()
+               if k not in ("root", "limit", "out", "batch_size", "device")}
+    setting["data"] = os.path.abspath(json_path)
+    setting["model"] = cfg.model if cfg.model == "tiny" else os.path.abspath(cfg.model)
+    setting_path = os.path.join(out, "setting.json")
+    if os.path.exists(setting_path):
+        with open(setting_path) as f:
+            old = json.load(f)
+        if old != setting:
+            changed = ", ".join(k for k in setting if old.get(k) != setting[k])
+            raise ValueError(f"{out} holds answers for another setting ({changed} differ); pass a new --out")
+    with open(setting_path, "w") as f:
+        json.dump(setting, f, indent=1)
+
+    def load_generator():
+        import torch
+        import anomalyr1
+        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, processor = anomalyr1.load(cfg.model, device=device)
+        model.eval()
+
+        def generate_texts(batch):
+            inputs = anomalyr1.prepare(processor, batch, shots=cfg.shots, templates=cfg.templates)
+            with torch.no_grad():  # greedy: the benchmark number must not depend on sampling luck
+                _, texts = anomalyr1.generate(model, processor, inputs, max_new_tokens=cfg.max_new_tokens,
+                                              do_sample=False, num_return_sequences=1)
+            return texts
+        return generate_texts
+
+    records, generated = answer_all(samples, out, load_generator, cfg.batch_size, cfg.seed, cfg.shuffle)
+    summary, errors = summarize(records), detection_errors(records)
+    meta = {"model": cfg.model, "data": setting["data"], "split": cfg.split, "shots": cfg.shots,
+            "templates": cfg.templates, "seed": cfg.seed, "shuffle": cfg.shuffle, **errors,
+            "generated": generated, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    results = {**summary, "_meta": meta}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    row = [(name, summary)]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}%"  # noqa: E731
+    md = (f"# MMAD: {cfg.model}, {cfg.shots}-shot, {cfg.templates} templates, {os.path.basename(json_path)} "
+          f"({cfg.split})\n\n{table_subtasks(row)}\n\n{table_datasets(row)}\n\n"
+          f"Anomaly Detection: overkill {fmt(errors['overkill'])} (normal images called defective), "
+          f"miss {fmt(errors['miss'])} (defective images called normal).\n"
+          + (f"Defect Grounding: mean IoU {errors['grounding_iou']:.3f}.\n" if "grounding_iou" in errors else "")
+          + f"Unanswered questions count as wrong (MMAD's script drops them): "
+            f"{errors['unanswered']} of {errors['questions']}.\n")
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"answered {generated} new question(s); wrote {out}/results.json, results.md", file=sys.stderr)
+    return results
+
+
+def main(argv=None) -> int:
+    cfg, compare_paths = parse_args(argv)
+    try:
+        if compare_paths:
+            print(compare(compare_paths))
+        else:
+            evaluate(cfg)
+    except (ValueError, OSError) as e:  # bad paths, files, settings: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""eval.py: MMAD aggregation checked against hand-computed tables, option reshuffle, answer parsing,
+resumable answers.jsonl, tables/compare, CLI errors, and one tiny end-to-end run."""
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import eval as ev  # noqa: E402  (the repo's eval.py, not the builtin)
+
+YN = {"A": "Yes.", "B": "No."}
+
+
+def rec(image, kind, gold, predicted, options=None):
+    return {"image": image, "question": f"q {kind} {image}", "question_type": kind,
+            "correct_answer": gold, "predicted": predicted, "options": options or {}}
+
+
+def hand_made():
+    good, bad = "MVTec-AD/bottle/test/good/{}.png", "MVTec-AD/bottle/test/broken/{}.png"
+    return [
+        # MVTec-AD, Anomaly Detection: 3 normal images, 2 right; 1 defective, 0 right.
+        rec(good.format(0), "Anomaly Detection", "B", "B"),
+        rec(good.format(1), "Anomaly Detection", "B", "B"),
+        rec(good.format(2), "Anomaly Detection", "B", "A"),
+        rec(bad.format(0), "Anomaly Detection", "A", "B"),
+        # Defect Classification: 1 right, 1 unanswered (counts as wrong).
+        rec(bad.format(0), "Defect Classification", "C", "C"),
+        rec(bad.format(1), "Defect Classification", "C", None),
+        # Object Structure right + Object Details wrong -> one "Object Analysis" column, 1 of 2.
+        rec(good.format(0), "Object Structure", "A", "A"),
+        rec(good.format(0), "Object Details", "D", "A"),
+        # Scored by IoU, never by summarize.
+        rec(bad.format(0), "Defect Grounding", '{"bbox_2d": [0, 0, 1, 1]}', None),
+        # VisA: defective images only (AD = that side), no Object Analysis, has Defect Localization.
+        rec("VisA/candle/test/bad/000.JPG", "Anomaly Detection", "A", "A"),
+        rec("VisA/candle/test/bad/001.JPG", "Anomaly Detection", "A", "A"),
+        rec("VisA/candle/test/bad/000.JPG", "Defect Classification", "B", "C"),
+        rec("VisA/candle/test/bad/000.JPG", "Defect Localization", "D", "D"),
+    ]
+
+
+def test_columns_are_the_papers_table_2():
+    assert ev.QUESTION_TYPES == ["Anomaly Detection", "Defect Classification", "Defect Localization",
+                                 "Defect Description", "Defect Analysis", "Object Classification",
+                                 "Object Analysis"]
+
+
+def test_summarize_hand_computed():
+    s = ev.summarize(hand_made())
+    assert list(s) == ["MVTec-AD", "VisA", "Average"]
+    assert ev.datasets({**s, "_meta": {}}) == ["MVTec-AD", "VisA"]
+    m = s["MVTec-AD"]
+    assert list(m) == ["Anomaly Detection", "Defect Classification", "Object Analysis", "Average"]
+    assert m["Anomaly Detection"] == pytest.approx((200 / 3 + 0) / 2)      # (2/3 normal + 0/1 defective) / 2 = 33.33
+    assert m["Defect Classification"] == pytest.approx(50.0)               # 1 of 2, the unanswered one is wrong
+    assert m["Object Analysis"] == pytest.approx(50.0)                     # Structure 1/1 + Details 0/1 = 1 of 2
+    assert m["Average"] == pytest.approx((100 / 3 + 50 + 50) / 3)          # 44.44
+    v = s["VisA"]
+    assert list(v) == ["Anomaly Detection", "Defect Classification", "Defect Localization", "Average"]
+    assert v["Anomaly Detection"] == pytest.approx(100.0)                  # defective side only: 2 of 2
+    assert v["Defect Classification"] == 0.0 and v["Defect Localization"] == 100.0
+    assert v["Average"] == pytest.approx(200 / 3)                          # (100 + 0 + 100) / 3
+    a = s["Average"]
+    assert list(a) == ["Anomaly Detection", "Defect Classification", "Defect Localization", "Object Analysis",
+                       "Average"]
+    assert a["Anomaly Detection"] == pytest.approx((100 / 3 + 100) / 2)    # 66.67, over both datasets
+    assert a["Defect Classification"] == pytest.approx((50 + 0) / 2)       # 25
+    assert a["Defect Localization"] == pytest.approx(100.0)                # VisA alone has it
+    assert a["Object Analysis"] == pytest.approx(50.0)                     # MVTec-AD alone has it
+    assert a["Average"] == pytest.approx((400 / 9 + 200 / 3) / 2)          # mean of dataset Averages = 55.56
+    assert ev.summarize([]) == {"Average": {}}
+
+
+def test_normal_means_a_good_path_component():
+    assert ev.is_normal("GoodsAD/cigarette_box/test/good/001.jpg")
+    assert not ev.is_normal("GoodsAD/drink_goods/test/bad/001.jpg")  # "goods" is not "good"
+    assert ev.is_normal("MVTec-AD\\bottle\\test\\good\\000.png")
+
+
+def test_detection_errors_overkill_and_miss():
+    ny = {"A": "No.", "B": "Yes."}  # reshuffled options: the letter alone does not say defective
+    good, bad = "VisA/pcb1/test/good/{}.JPG", "VisA/pcb1/test/bad/{}.JPG"
+    records = [
+        rec(good.format(0), "Anomaly Detection", "B", "A", YN),   # "Yes." on a normal image: overkill
+        rec(good.format(1), "Anomaly Detection", "B", "B", YN),
+        rec(good.format(2), "Anomaly Detection", "A", "A", ny),
+        rec(good.format(3), "Anomaly Detection", "A", None, ny),  # unanswered: wrong, not overkill
+        rec(bad.format(0), "Anomaly Detection", "B", "A", ny),    # "No." on a defective image: miss
+        rec(bad.format(1), "Anomaly Detection", "A", "A", YN),
+        {**rec(bad.format(0), "Defect Grounding", "{}", None), "iou": 0.5},
+        {**rec(bad.format(1), "Defect Grounding", "{}", None), "iou": 0.0},
+    ]
+    e = ev.detection_errors(records)
+    assert e["questions"] == 6 and e["unanswered"] == 1
+    assert e["overkill"] == pytest.approx(25.0)   # 1 of 4 normal
+    assert e["miss"] == pytest.approx(50.0)       # 1 of 2 defective
+    assert e["grounding_iou"] == pytest.approx(0.25)
+    no_options = ev.detection_errors([rec(good.format(0), "Anomaly Detection", "B", "A")])
+    assert no_options["overkill"] is None and no_options["miss"] is None
+
+
+def test_shuffle_remaps_gold_and_is_deterministic():
+    opts = {"A": "scratch", "B": "crack", "C": "hole", "D": "stain"}
+    landed = set()
+    for i in range(100):
+        new, gold = ev.shuffle_options(opts, "B", seed=0, key=f"img{i}\nq")
+        assert list(new) == ["A", "B", "C", "D"] and sorted(new.values()) == sorted(opts.values())
+        assert new[gold] == "crack"                                        # gold follows its text
+        assert ev.shuffle_options(opts, "B", 0, f"img{i}\nq") == (new, gold)  # same seed, same order
+        landed.add(gold)
+    assert landed == {"A", "B", "C", "D"}  # the gold text moves over every position
+    orders = {tuple(ev.shuffle_options(opts, "A", seed, "k")[0].values()) for seed in range(20)}
+    assert len(orders) > 1                  # the seed matters
+    assert ev.shuffle_options({}, '{"bbox_2d": [1, 2, 3, 4]}', 0, "k") == ({}, '{"bbox_2d": [1, 2, 3, 4]}')
+
+
+def test_parse_prediction_fallbacks():
+    pytest.importorskip("roam")
+    abcd = {"A": "scratch", "B": "crack", "C": "hole", "D": "stain"}
+    assert ev.parse_prediction("<think>It looks cracked, C? no.</think><answer>B</answer>", abcd) == ("B", "answer")
+    # No answer block: MMAD's last standalone letter that is an option (E is not one here).
+    assert ev.parse_prediction("Between C and D I pick D, not E", abcd) == ("D", "letter")
+    # Answer block names nothing the roam parser knows: closest option text, "scrach" ~ "scratch" (ratio 0.92).
+    assert ev.parse_prediction("<think>hmm</think><answer>scrach</answer>", abcd) == ("A", "text")
+    assert ev.parse_prediction("<think>hmm</think><answer>zzz</answer>", abcd) == (None, None)  # ratio < 0.5
+    assert ev.parse_prediction("", abcd) == (None, None)
+
+
+@dataclass
+class FakeSample:  # the fields of data.Sample that eval.py touches
+    image: str
+    question: str
+    options: dict
+    answer: str
+    question_type: str
+
+
+def samples5():
+    return [FakeSample(f"synth/plate/test/{d}/{i}.png", f"Question {i}?", {"A": "Yes.", "B": "No.", "C": "Maybe."},
+                       "B" if d == "good" else "A", "Anomaly Detection")
+            for i, d in enumerate(["good", "good", "scratch", "scratch", "good"])]
+
+
+def oracle(calls):
+    def generate_texts(batch):  # answers each question's (remapped) gold letter
+        calls.append(len(batch))
+        return [f"<think>I compared it.</think><answer>{s.answer}</answer>" for s in batch]
+    def load():  # the model side is loaded only when something is left to answer
+        calls.append("load")
+        return generate_texts
+    return load
+
+
+def lines(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def test_answers_resume_and_truncated_line(tmp_path, capsys):
+    pytest.importorskip("roam")
+    samples, calls = samples5(), []
+    records, n = ev.answer_all(samples + samples[:1], tmp_path, oracle(calls), batch_size=2, progress=False)
+    assert n == 5 and calls == ["load", 2, 2, 1] and len(records) == 5    # the duplicate is asked once
+    path = tmp_path / "answers.jsonl"
+    assert len(lines(path)) == 5
+    for s, r in zip(samples, records):
+        assert r["predicted"] == r["correct_answer"] and r["parse_method"] == "answer"
+        assert r["options"][r["correct_answer"]] == s.options[s.answer]  # remapped gold keeps its text
+    assert ev.summarize(records)["synth"]["Anomaly Detection"] == 100.0
+
+    calls.clear()
+    again, n = ev.answer_all(samples, tmp_path, oracle(calls), progress=False)
+    assert n == 0 and calls == [] and again == records and len(lines(path)) == 5
+
+    # A run killed mid-write leaves half a line: ignored with a warning, that question asked again.
+    text = path.read_text()
+    path.write_text(text[:len(text) - len(lines(path)[-1]) // 2 - 1])
+    assert ev.read_answers(path)[1] == 1
+    _, n = ev.answer_all(samples, tmp_path, oracle(calls), progress=False)
+    assert n == 1 and calls == ["load", 1]
+    assert "ignored 1 unreadable line" in capsys.readouterr().err
+    assert [json.loads(x)["image"] for x in lines(path)] == [s.image for s in samples]
+
+
+def write_results(folder, records):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump({**ev.summarize(records), "_meta": {"model": "x"}}, f)
+    return os.path.join(folder, "results.json")
+
+
+def test_tables_and_compare(tmp_path, capsys):
+    base = [rec("VisA/c/test/good/0.png", "Anomaly Detection", "B", "A"),
+            rec("VisA/c/test/bad/0.png", "Anomaly Detection", "A", "A"),
+            rec("VisA/c/test/bad/0.png", "Defect Analysis", "C", "D")]
+    trained = [{**r, "predicted": r["correct_answer"]} for r in base]
+    one = ev.table_subtasks([("base", ev.summarize(base))]).splitlines()
+    assert one[0] == "| Model | " + " | ".join(ev.QUESTION_TYPES) + " | Average |"
+    assert one[2] == "| base | 50.00 | - | - | - | 0.00 | - | - | 25.00 |"  # AD (0+100)/2; avg (50+0)/2
+    a = write_results(tmp_path / "base", base)
+    b = write_results(tmp_path / "trained", trained)
+    assert ev.main(["--compare", a, b]) == 0
+    out = capsys.readouterr().out
+    assert "| Δ (trained − base) | +50.00 | - | - | - | +100.00 | - | - | +75.00 |" in out  # Table 2
+    assert "| Setting | VisA | Average |" in out
+    assert "| Δ (trained − base) | +75.00 | +75.00 |" in out                                  # Table 3
+    assert "| Δ (trained − base) | +50.00 | +50.00 |" in out                                  # Table 5 (AD)
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    assert ev.main(["--compare", str(tmp_path / "missing.json")]) == 2
+    broken = tmp_path / "results.json"
+    broken.write_text("{not json")
+    assert ev.main(["--compare", str(broken)]) == 2
+    assert ev.main(["--limit", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "missing.json" in err[0] and "results.json" in err[1] and "--limit" in err[2]
+
+
+def test_heldout_split_never_scores_a_training_image(request):
+    data = pytest.importorskip("data")
+    root, json_path = request.getfixturevalue("synthetic")
+    held, _ = ev.load_questions(ev.Config(data=json_path, root=root))
+    train, _ = data.few_shot(data.load_mmad(json_path, root))   # grpo.py's default draw
+    assert held and train and not {s.image for s in held} & {s.image for s in train}
+    assert all(s.question_type != "Defect Grounding" for s in held)  # only with --grounding
+    assert len(ev.load_questions(ev.Config(data=json_path, root=root, limit=3))[0]) == 3
+
+
+def test_tiny_model_end_to_end_and_resume(tmp_path, capsys, request):
+    pytest.importorskip("data")
+    pytest.importorskip("anomalyr1")
+    request.getfixturevalue("tiny")                    # conftest: builds the tiny model once per session
+    root, json_path = request.getfixturevalue("synthetic")
+    out = tmp_path / "out"
+    argv = ["--model", "tiny", "--data", json_path, "--root", root, "--split", "all",
+            "--limit", "6", "--max-new-tokens", "16", "--batch-size", "4", "--device", "cpu", "--out", str(out)]
+    assert ev.main(argv) == 0
+    first = lines(out / "answers.jsonl")
+    results = json.loads((out / "results.json").read_text())
+    assert len(first) == 6 and results["_meta"]["generated"] == 6 and results["_meta"]["questions"] == 6
+    assert "Average" in results and ev.datasets(results)
+    assert "Unanswered questions count as wrong" in (out / "results.md").read_text()
+
+    assert ev.main(argv) == 0                    # nothing left: nothing asked twice
+    assert lines(out / "answers.jsonl") == first
+    assert json.loads((out / "results.json").read_text())["_meta"]["generated"] == 0
+    assert ev.main(argv[:-2] + ["--shots", "0", "--out", str(out)]) == 2   # other setting, same folder
+    assert "another setting (shots differ)" in capsys.readouterr().err
