@@ -24,8 +24,8 @@ in one of four phases; total = persistent + the largest phase:
   optimizer  AdamW's foreach sqrt(exp_avg_sq) temporary: one more fp32 shard.
 A FSDP forward holds the root unsharded (FSDP2 does not reshard the root after forward) plus two units:
 the one computing and the one prefetched. Attention is flash / memory-efficient (no S×S scores). The vision
-tower is trained and, in the log-prob forward, sees every sequence's own copy of the images
-(anomalyr1.repeat_rows). Logits exist only for completion positions (logits_to_keep). Buffers, the CUDA
+tower is trained and runs once per prompt in a log-prob micro-batch: the prompt's G sequences share its
+image features (anomalyr1.token_logprobs). Logits exist only for completion positions (logits_to_keep). Buffers, the CUDA
 context, NCCL buffers and allocator fragmentation are what the safety margin is for.
 """
 import argparse
@@ -165,8 +165,8 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
                           f"unsharded {dtype} across generate" if rollout_unsharded else "root + 2 units all-gathered"),
                          ("KV cache", kv, f"2·{L} layers·{tc.num_key_value_heads} kv·{head_dim}·{S} tok·{seqs} seq·{e} B"),
                          ("prefill working set", prefill, "no grad, one layer or vision block at a time")]
-    # log-prob forwards, B sequences each; the vision tower runs on every sequence's own images
-    tokens, vtokens = B * S, B * images * patches
+    # log-prob forwards, B sequences each; the vision tower runs once per distinct prompt in the micro-batch
+    tokens, vtokens = B * S, math.ceil(B / G) * images * patches
     logit_elems = B * T * V
     if beta > 0:
         ref_work = max(tokens * nograd_transient(h, I, e), vtokens * nograd_transient(hv, Iv, e))
