@@ -296,7 +296,7 @@ def load(model="tiny", device=None, dtype=None):
 
 # ----------------------------------------------------------------------------- the tiny offline model
 
-TINY_VERSION = "tiny-v1"
+TINY_VERSION = "tiny-v2"  # bump whenever the build changes: the cache is keyed by it
 DEFECTS = ["Scratch.", "Hole.", "Stain.", "Crack.", "Contamination.", "Deformation.", "Missing part.", "Color defect."]
 REGIONS = ["Top left.", "Top.", "Top right.", "Left.", "Center.", "Right.", "Bottom left.", "Bottom.", "Bottom right."]
 PRODUCTS = ["Metal plate.", "Fabric.", "Bottle top.", "Pcb.", "Pill.", "Screw.", "Cable.", "Bottle.", "Carpet.",
@@ -363,7 +363,9 @@ def build_tiny_tokenizer(corpus):
     for token in QWEN_SPECIAL_TOKENS:
         vocab[token] = len(vocab)
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
+    # eos = end of turn, pad = <|endoftext|>: as in Qwen2.5-VL-Instruct's tokenizer_config.json
     return Qwen2Tokenizer(vocab=vocab, merges=merges, errors="replace", model_max_length=32768,
+                          eos_token=END_OF_TURN, pad_token="<|endoftext|>",
                           additional_special_tokens=QWEN_SPECIAL_TOKENS[1:])
 
 
