@@ -1,0 +1,197 @@
+"""grpo.py's training loop on the tiny model: it learns, it runs under torchrun with FSDP2 and saves folders plain
+transformers loads, it resumes exactly, a NaN step is skipped, SIGTERM saves, and --plan prints the memory table.
+(The GRPO math is in test_grpo_math.py.)"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import anomalyr1  # noqa: E402
+import grpo  # noqa: E402
+import roam  # noqa: E402
+
+# a few seconds per step on 2 cores: 2 prompts x G = 4, up to 40 new tokens (the tiny model says ~30)
+SMALL = dict(group_size=4, prompts_per_step=2, max_completion=40, warmup_steps=0)
+SMALL_FLAGS = ["--group-size", "4", "--prompts-per-step", "2", "--max-completion", "40", "--warmup-steps", "0"]
+
+
+def config(tmp_path, name="run", **kw):
+    return grpo.Config(out=str(tmp_path / name), **{**SMALL, **kw})
+
+
+def metrics(folder):
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+
+def initial_weights():
+    return weights(anomalyr1.build_tiny())
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def test_data_order_is_a_function_of_the_step():
+    cfg = grpo.Config(prompts_per_step=4, seed=3)
+    train_set = list(range(10))  # stand-ins for samples
+    steps = [grpo.step_prompts(train_set, cfg, s) for s in range(1, 6)]  # 5 steps x 4 = 2 epochs of 10
+    assert sorted(sum(steps, [])[:10]) == train_set and sorted(sum(steps, [])[10:]) == train_set  # each epoch: all once
+    assert sum(steps, [])[:10] != sum(steps, [])[10:]  # a new permutation per epoch
+    assert grpo.step_prompts(train_set, cfg, 4) == steps[3]  # no hidden state: recomputed identically
+    assert grpo.step_prompts(train_set, grpo.Config(prompts_per_step=4, seed=4), 1) != steps[0]
+
+
+def test_toy_reward_rises(tiny, synthetic, tmp_path):
+    # The tiny model answers a random option; reward "the answer is B" and GRPO must make B the habit. Measured
+    # over seeds 1-4: the last 3 steps' mean beats the first 3 steps' by 0.42-0.54 (B starts at ~0.3).
+    says_b = lambda text, sample: 1.0 if roam.parse(text).answer == "B" else 0.0  # noqa: E731
+    rows = grpo.train(config(tmp_path, rewards="format", steps=10, lr=5e-4, seed=1), extra_reward=says_b)
+    assert [r["step"] for r in rows] == list(range(1, 11))
+    first, last = mean([r["reward/extra"] for r in rows[:3]]), mean([r["reward/extra"] for r in rows[-3:]])
+    assert last > first + 0.25, (first, last, [r["reward/extra"] for r in rows])
+    assert mean([r["reward/format"] for r in rows[-3:]]) > 0.6  # and it kept the format
+    assert all(r["skipped"] == 0 and r["kl"] >= 0 for r in rows)
+    keys = {"reward", "reward/format", "reward/extra", "accuracy", "consistency", "kl", "clip_fraction", "completion_length",
+            "zero_std_fraction", "skipped", "lr", "grad_norm", "seconds", "tokens_per_s"}
+    assert keys <= set(rows[0])
+
+
+def test_torchrun_fsdp2_two_processes(tiny, synthetic, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "grpo.py",
+           "--steps", "2", "--out", str(out), *SMALL_FLAGS]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [1, 2] and rows[-1]["skipped"] == 0
+    assert rows[0]["completion_length"] > 0 and rows[0]["tokens_per_s"] > 0
+    # final/ is a plain Hugging Face folder, and training changed the weights
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(out / "final"))
+    processor = anomalyr1.image_only_processor_class().from_pretrained(str(out / "final"))
+    with open(out / "final" / "config.json") as f:
+        assert json.load(f)["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
+    before, saved = initial_weights(), weights(out / "final")
+    assert set(saved) == set(before)  # same tensors as the tiny model's own folder (tied lm_head stored once)
+    changed = [k for k in before if not torch.equal(before[k], saved[k])]
+    assert len(changed) > len(before) // 2, f"only {len(changed)} of {len(before)} tensors changed"
+    assert torch.equal(model.get_input_embeddings().weight, saved["model.embed_tokens.weight"])  # loads what was saved
+    assert os.path.isdir(out / "step-000002") and not any(n.startswith(".tmp") for n in os.listdir(out))
+    assert processor.tokenizer.convert_tokens_to_ids(anomalyr1.END_OF_TURN) == model.config.text_config.eos_token_id
+
+
+def test_resume_replays_exactly(tiny, synthetic, tmp_path):
+    # step 3's metrics need the weights, the data position and the sampling restored; the final weights need
+    # AdamW's state too
+    full = grpo.train(config(tmp_path, "full", steps=3, save_every=2))
+    grpo.train(config(tmp_path, "cut", steps=2, save_every=2))
+    cut = str(tmp_path / "cut")
+    resumed = grpo.train(config(tmp_path, "cut", steps=3, save_every=2, resume=cut))
+    assert [r["step"] for r in resumed] == [1, 2, 3] and [r["step"] for r in metrics(cut)] == [1, 2, 3]
+    for a, b in zip(full[2:], resumed[2:]):
+        for key in ("reward", "accuracy", "kl", "completion_length", "zero_std_fraction"):
+            assert a[key] == b[key], (a["step"], key, a[key], b[key])
+        for key in ("loss", "grad_norm", "clip_fraction"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
+    assert sorted(os.listdir(cut)) == ["final", "metrics.jsonl", "step-000002", "step-000003"]
+    w_full, w_cut = weights(tmp_path / "full" / "final"), weights(tmp_path / "cut" / "final")
+    assert all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
+
+
+def test_nan_step_is_skipped_and_counted(tiny, synthetic, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = grpo.grpo_loss
+
+    def nan_on_first_step(*args, **kwargs):  # step 1 runs 2 micro-batches (one per prompt)
+        calls["n"] += 1
+        loss, stats = real(*args, **kwargs)
+        return (loss * float("nan") if calls["n"] <= 2 else loss), stats
+
+    monkeypatch.setattr(grpo, "grpo_loss", nan_on_first_step)
+    rows = grpo.train(config(tmp_path, steps=2, save_every=1, beta=0.0))
+    assert [r["skipped"] for r in rows] == [1, 1]  # cumulative
+    assert rows[1]["grad_norm"] == rows[1]["grad_norm"] and rows[1]["loss"] == rows[1]["loss"]  # not NaN
+    start, step1, step2 = initial_weights(), weights(tmp_path / "run" / "step-000001"), weights(tmp_path / "run" / "step-000002")
+    assert all(torch.equal(start[k], step1[k]) for k in start), "the NaN step must not touch the weights"
+    assert any(not torch.equal(step1[k], step2[k]) for k in start), "training goes on after it"
+
+
+def test_micro_batches_and_inner_steps_give_the_same_update(tiny, synthetic, tmp_path):
+    # One step, μ = 2 optimizer steps on the same rollout (so π_θold and the clip are live), token-level norm:
+    # log-probs taken 1 completion at a time must give the same update as whole groups of 4.
+    kw = dict(steps=1, inner_steps=2, norm="token", beta=0.0, lr=1e-3)
+    [a] = grpo.train(config(tmp_path, "whole", **kw))
+    [b] = grpo.train(config(tmp_path, "split", logprob_batch=1, **kw))
+    assert a["zero_std_fraction"] < 1 and a["reward"] == b["reward"]  # the same rollout, and something to learn
+    for key in ("loss", "grad_norm"):  # AdamW is scale-invariant; the gradient norm is not
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+    whole, split, start = weights(tmp_path / "whole" / "final"), weights(tmp_path / "split" / "final"), initial_weights()
+    diff = torch.cat([(whole[k] - split[k]).abs().flatten() for k in whole])
+    # float noise only: summation order differs, and AdamW turns the noise of ~0 gradients (e.g. the key bias,
+    # which softmax ignores) into small steps; a wrong micro-batch weighting moves most weights by ~lr
+    assert (diff > 1e-6).float().mean() < 1e-3
+    assert sum(not torch.equal(whole[k], start[k]) for k in whole) > len(whole) // 2
+    from safetensors.torch import load_file
+    optimizer = load_file(str(tmp_path / "split" / "step-000001" / "optimizer.safetensors"))
+    assert {v.item() for k, v in optimizer.items() if k.endswith(".step")} == {2.0}  # μ = 2 AdamW steps
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_sigterm_saves_and_resumes(tiny, synthetic, tmp_path):
+    out = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "grpo.py", "--steps", "50", "--save-every", "50", "--out", out,
+                             *SMALL_FLAGS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    path = os.path.join(out, "metrics.jsonl")
+    deadline = time.time() + 600
+    while (not os.path.isfile(path) or not read(path).strip()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    k = len(metrics(out))
+    assert 1 <= k < 50 and f"stopped at step {k}; resume with --resume {out}" in err
+    assert os.path.isfile(os.path.join(out, f"step-{k:06d}", "trainer_state.json"))
+    # the CLI resumes with the saved settings; flags given now (--steps) override them
+    cfg = grpo.parse_config(["--resume", out, "--steps", str(k + 1)])
+    assert (cfg.group_size, cfg.max_completion, cfg.out, cfg.steps) == (4, 40, out, k + 1)
+    rows = grpo.train(cfg)
+    assert [r["step"] for r in rows] == list(range(1, k + 2)) and len(metrics(out)) == k + 1
+
+
+def test_plan_prints_the_table_and_exits(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert grpo.main(["--plan", "--gpus", "4", "--group-size", "8"]) == 0
+    table = capsys.readouterr().out
+    assert "qwen2.5-vl-3b" in table and "GiB per GPU" in table and "G=8" in table and "256 completion" in table
+    assert os.listdir(tmp_path) == []  # no training, nothing written
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--rewards", "accuracy,bogus"], "unknown reward 'bogus'"),
+    (["--data", "/nonexistent/mmad.json"], "/nonexistent/mmad.json"),
+    (["--resume", "/nonexistent/run"], "no checkpoint"),
+    (["--group-size", "1"], "--group-size"),
+])
+def test_user_errors_exit_2_with_one_line(argv, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        grpo.main(argv + ["--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and words in err and "Traceback" not in err
