@@ -179,7 +179,7 @@ class Config:
 # cannot really see (its warm-up taught the format and random answers), so what it learns here is ROAM's point:
 # reasoning that concludes the option it answers (the "consistency" metric), hence a high lr. Its replies are
 # ~30 tokens. REAL is the paper's run (§4.1 and the authors' code): G = 8, 8 prompts per step, 256 new tokens.
-TINY = dict(prompts_per_step=8, steps=50, max_completion=48, lr=1e-3, warmup_steps=2, shots=0, save_every=25)
+TINY = dict(prompts_per_step=8, steps=40, max_completion=48, lr=1e-3, warmup_steps=2, shots=0, save_every=20)
 REAL = dict(prompts_per_step=8, steps=1000, max_completion=256, lr=1e-6, warmup_steps=10, shots=1, save_every=100)
 REWARD_NAMES = sorted(roam.REWARDS) + ["rare"]
 
