@@ -191,7 +191,8 @@ def resolve(cfg):
     cfg.out = cfg.out or cfg.resume or os.path.join("runs", "grpo")
     unknown = [n for n in cfg.rewards.split(",") if n.strip() not in REWARD_NAMES]
     checks = [
-        (not unknown, f"--rewards: unknown reward {', '.join(map(repr, unknown))}; choose from {', '.join(REWARD_NAMES)}"),
+        (not unknown, f"--rewards: unknown reward {', '.join(map(repr, unknown))}; "
+                      f"choose from {', '.join(REWARD_NAMES)}"),
         (cfg.norm in ("seq", "token"), f"--norm must be 'seq' or 'token', got {cfg.norm!r}"),
         (cfg.templates in ("similar", "random"), f"--templates must be 'similar' or 'random', got {cfg.templates!r}"),
         (cfg.group_size >= 2, "--group-size must be >= 2: the advantage is a z-score within the group"),
@@ -236,13 +237,13 @@ def setup_distributed():
     return rank, world, device
 
 
-def all_reduce(values, world, device, op="sum"):
-    """{name: float} summed (or max-ed) over ranks, in one all_reduce."""
+def all_reduce(values, world, device):
+    """{name: float} summed over ranks, in one all_reduce."""
     values = {k: float(v) for k, v in values.items()}
     if world == 1:
         return values
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    dist.all_reduce(t)
     return dict(zip(values, t.tolist()))
 
 
@@ -594,6 +595,11 @@ def train(cfg, extra_reward=None):
     # LR-IAD's class weights: label counts of the prompts seen so far (replayed on resume)
     class_counts = collections.Counter(s.label for step in range(1, start) for s in step_prompts(train_set, cfg, step))
     skipped = rows[-1]["skipped"] if rows else 0
+    if start > cfg.steps:
+        if rank == 0:
+            print(f"grpo: {cfg.resume} is already at step {start - 1} of --steps {cfg.steps}; nothing to do "
+                  "(raise --steps to train further)", file=sys.stderr)
+        return rows
     fsdp = world > 1
     # one CUDA process: bf16 autocast; under FSDP2 the MixedPrecisionPolicy casts
     compute = (lambda: torch.autocast("cuda", torch.bfloat16)) if device.type == "cuda" and not fsdp else \
@@ -604,13 +610,10 @@ def train(cfg, extra_reward=None):
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             handlers[sig] = signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
-    if rank == 0 and start > cfg.steps:
-        print(f"grpo: {cfg.resume} is already at step {start - 1} of --steps {cfg.steps}; nothing to do",
-              file=sys.stderr)
     if rank == 0:
         print(f"grpo: {len(train_set)} questions on {len({s.image for s in train_set})} images, {world} rank(s) on "
-              f"{device.type}, {cfg.prompts_per_step} prompts x G={cfg.group_size} per step, steps {start}..{cfg.steps}, "
-              f"rewards {cfg.rewards} -> {cfg.out}", file=sys.stderr)
+              f"{device.type}, {cfg.prompts_per_step} prompts x G={cfg.group_size} per step, "
+              f"steps {start}..{cfg.steps}, rewards {cfg.rewards} -> {cfg.out}", file=sys.stderr)
     bar = tqdm(total=cfg.steps, initial=start - 1, disable=rank != 0, desc="grpo", dynamic_ncols=True)
     try:
         for step in range(start, cfg.steps + 1):

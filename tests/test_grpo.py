@@ -64,8 +64,8 @@ def test_toy_reward_rises(tiny, synthetic, tmp_path):
     assert last > first + 0.25, (first, last, [r["reward/extra"] for r in rows])
     assert mean([r["reward/format"] for r in rows[-3:]]) > 0.6  # and it kept the format
     assert all(r["skipped"] == 0 and r["kl"] >= 0 for r in rows)
-    keys = {"reward", "reward/format", "reward/extra", "accuracy", "consistency", "kl", "clip_fraction", "completion_length",
-            "zero_std_fraction", "skipped", "lr", "grad_norm", "seconds", "tokens_per_s"}
+    keys = {"reward", "reward/format", "reward/extra", "accuracy", "consistency", "kl", "clip_fraction",
+            "completion_length", "zero_std_fraction", "skipped", "lr", "grad_norm", "seconds", "tokens_per_s"}
     assert keys <= set(rows[0])
 
 
@@ -124,7 +124,8 @@ def test_nan_step_is_skipped_and_counted(tiny, synthetic, tmp_path, monkeypatch)
     rows = grpo.train(config(tmp_path, steps=2, save_every=1, beta=0.0))
     assert [r["skipped"] for r in rows] == [1, 1]  # cumulative
     assert rows[1]["grad_norm"] == rows[1]["grad_norm"] and rows[1]["loss"] == rows[1]["loss"]  # not NaN
-    start, step1, step2 = initial_weights(), weights(tmp_path / "run" / "step-000001"), weights(tmp_path / "run" / "step-000002")
+    run = tmp_path / "run"
+    start, step1, step2 = initial_weights(), weights(run / "step-000001"), weights(run / "step-000002")
     assert all(torch.equal(start[k], step1[k]) for k in start), "the NaN step must not touch the weights"
     assert any(not torch.equal(step1[k], step2[k]) for k in start), "training goes on after it"
 
@@ -138,7 +139,8 @@ def test_micro_batches_and_inner_steps_give_the_same_update(tiny, synthetic, tmp
     assert a["zero_std_fraction"] < 1 and a["reward"] == b["reward"]  # the same rollout, and something to learn
     for key in ("loss", "grad_norm"):  # AdamW is scale-invariant; the gradient norm is not
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
-    whole, split, start = weights(tmp_path / "whole" / "final"), weights(tmp_path / "split" / "final"), initial_weights()
+    whole, split = weights(tmp_path / "whole" / "final"), weights(tmp_path / "split" / "final")
+    start = initial_weights()
     diff = torch.cat([(whole[k] - split[k]).abs().flatten() for k in whole])
     # float noise only: summation order differs, and AdamW turns the noise of ~0 gradients (e.g. the key bias,
     # which softmax ignores) into small steps; a wrong micro-batch weighting moves most weights by ~lr
