@@ -246,6 +246,8 @@ def flag(name, value):
     """The command-line spelling of one changed setting."""
     if name == "rollout_unsharded":
         return "--rollout-reshard" if not value else ""
+    if name == "templates":  # grpo.py's count of template images is --shots (its --templates is similar/random)
+        return f"--shots {value}"
     return f"--{name.replace('_', '-')} {value:g}" if isinstance(value, float) else f"--{name.replace('_', '-')} {value}"
 
 
@@ -281,7 +283,7 @@ if __name__ == "__main__":
     p.add_argument("--prompts-per-step", type=int, default=None, help="all GPUs together (default one per GPU)")
     p.add_argument("--max-completion", type=int, default=256)
     p.add_argument("--image-size", type=int, nargs=2, default=(1000, 800), metavar=("W", "H"))
-    p.add_argument("--templates", type=int, default=1, help="normal template images per prompt")
+    p.add_argument("--shots", dest="templates", type=int, default=1, help="normal template images per prompt")
     p.add_argument("--text-tokens", type=int, default=200)
     p.add_argument("--beta", type=float, default=0.04)
     p.add_argument("--dtype", default="bf16", choices=sorted(BYTES))

@@ -145,3 +145,11 @@ def test_beta_zero_drops_reference_and_bad_path_is_clear(tmp_path):
     assert without["persistent"] < with_ref["persistent"]
     with pytest.raises(ValueError, match="config.json"):
         P.plan(str(tmp_path / "missing"))
+
+
+def test_suggested_flags_are_grpo_flags():
+    # grpo.py --plan prints these; its template-image count is --shots (--templates there is similar/random)
+    assert P.flag("templates", 0) == "--shots 0"
+    assert P.flag("logprob_batch", 4) == "--logprob-batch 4"
+    assert P.flag("rollout_unsharded", False) == "--rollout-reshard"
+    assert P.flag("beta", 0.0) == "--beta 0"
