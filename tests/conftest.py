@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("ANOMALYR1_CACHE", tempfile.mkdtemp(prefix="anomalyr1-test-cache-"))
+if not os.environ.get("ANOMALYR1_CACHE"):  # not setdefault: its argument would make an unused folder every run
+    os.environ["ANOMALYR1_CACHE"] = tempfile.mkdtemp(prefix="anomalyr1-test-cache-")
 
 
 @pytest.fixture(scope="session")
