@@ -151,12 +151,19 @@ def special_id(processor, token):
     return processor.tokenizer.convert_tokens_to_ids(token)
 
 
-def split_images_by_row(model, batch):
-    """Each prompt row's image grids [images_r, 3] and patches [patches_r, D] (images are in row order)."""
-    counts = (batch["input_ids"] == model.config.vision_start_token_id).sum(1).tolist()  # images per row
+def split_prompts(batch, vision_start_id):
+    """The B prompts of a left-padded batch as B one-prompt batches [1, P_r] with their padding dropped; each takes
+    its own image grids [images_r, 3] and patches [patches_r, D] (the processor lays images out in row order)."""
+    counts = (batch["input_ids"] == vision_start_id).sum(1).tolist()               # images per row
     grids = batch["image_grid_thw"].split(counts)
     patches = batch["pixel_values"].split([int(g.prod(-1).sum()) for g in grids])
-    return grids, patches
+    prompts = []
+    for row, (grid, pixels) in enumerate(zip(grids, patches)):
+        real = batch["attention_mask"][row].bool()                                # [P]
+        prompts.append({"input_ids": batch["input_ids"][row, real][None], "attention_mask": batch["attention_mask"][row, real][None],
+                        "mm_token_type_ids": batch["mm_token_type_ids"][row, real][None],
+                        "pixel_values": pixels, "image_grid_thw": grid})
+    return prompts
 
 
 def prompt_embeddings(model, batch):
@@ -182,7 +189,7 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
     group = num_return_sequences
     embeds = prompt_embeddings(model, batch).repeat_interleave(group, 0)           # [B·G, P, H]
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
-    grids, _ = split_images_by_row(model, batch)
+    grids = [p["image_grid_thw"] for p in split_prompts(batch, model.config.vision_start_token_id)]
     out = model.generate(
         input_ids=batch["input_ids"].repeat_interleave(group, 0),                          # [B·G, P]
         inputs_embeds=embeds,
@@ -215,37 +222,59 @@ def decode(processor, completion_ids):
 
 
 def token_logprobs(model, batch, completion_ids, group_size):
-    """Per-token log π(o_t | q, o_<t) of the completions under `model`, in one forward over prompt + completion.
+    """Per-token log π(o_t | q, o_<t) of the completions under `model`: [B·G, T].
 
-    batch holds B prompts; completion_ids [B·G, T] holds each prompt's G completions in consecutive rows. The
-    vision tower runs once per prompt and its features are shared by the G rows (same gradient, G× less vision
-    work). Logits are kept only for completion positions and the log-softmax is taken one row at a time, so
-    memory is [T, vocab] per row, never [N, P+T, vocab]. mm_token_type_ids marks the prompt's image tokens:
-    without it Qwen2.5-VL silently falls back to 1-D positions instead of its 3-D mRoPE (FACTS.md).
+    batch holds B prompts; completion_ids [B·G, T] holds each prompt's G completions in consecutive rows. Each
+    prompt is scored by one forward over one packed row (packed_logprobs).
     """
-    batch = {k: v.to(model.device) for k, v in batch.items()}
-    completion_ids = completion_ids.to(model.device)
-    G, T = group_size, completion_ids.shape[1]
-    grids, _ = split_images_by_row(model, batch)
-    features = model.get_image_features(batch["pixel_values"], batch["image_grid_thw"]).pooler_output  # per image
-    starts = [sum(len(g) for g in grids[:row]) for row in range(len(grids))]
-    shared = tuple(f for row, g in enumerate(grids) for _ in range(G) for f in features[starts[row]:starts[row] + len(g)])
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    prompts = split_prompts(batch, model.config.vision_start_token_id)
+    return torch.cat([packed_logprobs(model, prompt, completions)
+                      for prompt, completions in zip(prompts, completion_ids.split(group_size))])  # [B·G, T]
+
+
+def packed_logprobs(model, prompt, completions):
+    """log π(o_t | q, o_<t) [G, T] of G completions [G, T] of one unpadded prompt [1, P], in one forward.
+
+    The row is [q | o_1 | o_2 | … | o_G]: the prompt and its images go through the model once, not G times. With
+    the paper's settings (two 1000×800 images ≈ 2.3k prompt tokens, G = 8 × 256 completion tokens) that is 4.3k
+    tokens instead of 20k, in the policy forward, its backward and the reference forward alike. Two things make
+    each o_i see exactly what generate saw, the prompt and then itself:
+    - the attention mask: a token attends to the prompt and to earlier tokens of its own completion, never to
+      another completion;
+    - the positions: every completion starts right after the prompt. Qwen2.5-VL's 3-D mRoPE gives the prompt's
+      image tokens (t, h, w) positions; text after it continues at max position + 1 on all three axes
+      (get_rope_index's rope delta). Without explicit positions the model would number o_2 after o_1.
+    The attention mask is 4-D, which sdpa takes and flash-attn does not (load() keeps the language model on sdpa).
+    """
+    prompt = {k: v.to(model.device) for k, v in prompt.items()}
+    completions = completions.to(model.device)
+    G, T = completions.shape
+    P = prompt["input_ids"].shape[1]
+    prompt_positions, rope_delta = model.model.get_rope_index(
+        prompt["input_ids"], mm_token_type_ids=prompt["mm_token_type_ids"], image_grid_thw=prompt["image_grid_thw"],
+        attention_mask=prompt["attention_mask"])                                    # [3, 1, P], [1, 1]
+    t = torch.arange(T, device=model.device)                                        # [T]
+    completion_positions = (P + rope_delta + t).expand(3, G, T).reshape(3, 1, G * T)  # [3, 1, G·T]
+    segment = torch.arange(G + 1, device=model.device).repeat_interleave(
+        torch.tensor([P] + [T] * G, device=model.device))                          # [L]: 0 = prompt, i = o_i
+    causal = torch.ones(len(segment), len(segment), dtype=torch.bool, device=model.device).tril()  # [L, L]
+    sees = causal & ((segment[:, None] == segment[None, :]) | (segment[None, :] == 0))  # [L, L] query × key
+    # o_i's token t is predicted at the position before it: the prompt's last token for t = 0
+    starts = P + T * torch.arange(G, device=model.device)[:, None]                  # [G, 1]
+    predicted_at = torch.where(t == 0, P - 1, starts + t - 1)                       # [G, T]
     logits = model(
-        input_ids=torch.cat([batch["input_ids"].repeat_interleave(G, 0), completion_ids], 1),           # [N, P+T]
-        attention_mask=torch.cat([batch["attention_mask"].repeat_interleave(G, 0),
-                                  torch.ones_like(completion_ids)], 1),                                 # [N, P+T]
-        mm_token_type_ids=torch.cat([batch["mm_token_type_ids"].repeat_interleave(G, 0),
-                                     torch.zeros_like(completion_ids)], 1),                             # [N, P+T]
-        image_grid_thw=torch.cat([g for g in grids for _ in range(G)]),                  # [N·images_per_row, 3]
-        mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=shared)},
-        logits_to_keep=T + 1, use_cache=False,
-    ).logits[:, :-1]                                                                # [N, T, V]: position t predicts o_t
+        input_ids=torch.cat([prompt["input_ids"], completions.reshape(1, G * T)], 1),                      # [1, L]
+        attention_mask=sees[None, None],                                                                   # [1, 1, L, L]
+        position_ids=torch.cat([prompt_positions, completion_positions], 2),                               # [3, 1, L]
+        mm_token_type_ids=torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(completions).reshape(1, -1)], 1),
+        pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"],
+        logits_to_keep=predicted_at.flatten(), use_cache=False,
+    ).logits[0].view(G, T, -1)                                                      # [G, T, V]
     logps = []
-    for row_logits, row_ids in zip(logits, completion_ids):
-        row_logits = row_logits.float()                                            # [T, V]
+    for row_logits, row_ids in zip(logits, completions):  # fp32 one completion at a time: [T, V], not [G, T, V]
+        row_logits = row_logits.float()                                             # [T, V]
         logps.append(row_logits.gather(-1, row_ids[:, None]).squeeze(-1) - row_logits.logsumexp(-1))  # [T]
-    return torch.stack(logps)                                                       # [N, T]
+    return torch.stack(logps)                                                       # [G, T]
 
 
 # ----------------------------------------------------------------------------- loading (tiny or a local folder)
@@ -268,7 +297,7 @@ def image_only_processor_class():
 def load(model="tiny", device=None, dtype=None):
     """(model, processor) for "tiny" (built offline on first use) or a local Hugging Face Qwen2.5-VL folder.
 
-    bf16 + flash-attn 2 on CUDA when flash-attn imports (sdpa otherwise); fp32 + sdpa on CPU. Weights load only
+    bf16 on CUDA, with flash-attn 2 in the vision tower when flash-attn imports; fp32 on CPU; sdpa everywhere else. Weights load only
     from safetensors and never run remote code.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -281,13 +310,15 @@ def load(model="tiny", device=None, dtype=None):
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_cuda = device.type == "cuda"
     dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
-    attention = "sdpa"
+    # the language model stays on sdpa: it takes packed_logprobs' shared-prompt mask, which flash-attn cannot
+    vision_attention = "sdpa"
     if on_cuda:
         try:
             import flash_attn  # noqa: F401
-            attention = "flash_attention_2"
+            vision_attention = "flash_attention_2"
         except ImportError:
             pass
+    attention = {"text_config": "sdpa", "vision_config": vision_attention}
     policy = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         path, dtype=dtype, attn_implementation=attention, use_safetensors=True).to(device)
     processor = image_only_processor_class().from_pretrained(path)

@@ -129,7 +129,7 @@ def run_ours(args, out):
     instrument_both()
     timed(grpo, "rollout", "generate")
     timed(grpo, "score", "reward")
-    timed(anomalyr1, "token_logprobs", logp_phase)
+    timed(anomalyr1, "packed_logprobs", logp_phase)
     marks = []
     seed_step, save, setup = grpo.seed_step, grpo.save_checkpoint, grpo.setup_distributed
     grpo.seed_step = lambda *a: (marks.append(mark()), seed_step(*a))[1]

@@ -328,7 +328,8 @@ def seed_step(cfg, step, rank):
 @torch.no_grad()
 def rollout(policy, processor, prompts, cfg, fsdp):
     """G completions per prompt, one generate call: ids [P_r·G, T], texts, mask [P_r·G, T] (1 up to and including
-    the first end-of-turn). Each prompt's images are encoded once (anomalyr1.generate)."""
+    the first end-of-turn), and the prompts as P_r one-prompt batches for scoring and the update. Each prompt's
+    images are decoded, processed and encoded once (anomalyr1.generate)."""
     policy.eval()  # checkpointed layers in train mode drop the KV cache (FACTS.md)
     batch = anomalyr1.prepare(processor, prompts, shots=cfg.shots, templates=cfg.templates)
     if fsdp:
@@ -348,7 +349,7 @@ def rollout(policy, processor, prompts, cfg, fsdp):
         policy.train()
     ids = ids.cpu()                                                                  # [P_r·G, T]
     mask = anomalyr1.completion_mask(ids, anomalyr1.special_id(processor, anomalyr1.END_OF_TURN))  # [P_r·G, T]
-    return ids, texts, mask
+    return ids, texts, mask, anomalyr1.split_prompts(batch, policy.config.vision_start_token_id)
 
 
 def gold_answer(sample, batch, processor):
@@ -400,7 +401,7 @@ def train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, worl
             chunks.append((batch, rows, int(mask[rows].sum(1).max())))
 
     def logprobs(model, batch, rows, T):
-        return anomalyr1.token_logprobs(model, batch, ids[rows, :T], rows.stop - rows.start)  # [n, T]
+        return anomalyr1.packed_logprobs(model, batch, ids[rows, :T])  # [n, T]: the prompt once, then n completions
 
     with torch.no_grad():
         ref_logp = [logprobs(ref, *c) if ref is not None else None for c in chunks]
@@ -626,8 +627,7 @@ def train(cfg, extra_reward=None):
             class_counts.update(s.label for s in everyone)
             prompts = everyone[rank::world]  # this rank's P_r = P / world prompts
             with compute():
-                ids, texts, mask = rollout(policy, processor, prompts, cfg, fsdp)
-                batches = [anomalyr1.prepare(processor, [s], shots=cfg.shots, templates=cfg.templates) for s in prompts]
+                ids, texts, mask, batches = rollout(policy, processor, prompts, cfg, fsdp)
                 total, parts, logged = score(prompts, texts, batches, processor, cfg, class_counts, extra_reward)
                 advantages = group_advantages(total, cfg.group_size)  # [P_r·G]
                 stats = train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, world, device)

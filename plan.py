@@ -18,15 +18,16 @@ in one of four phases; total = persistent + the largest phase:
   rollout    one generate call for the GPU's prompts × G: the whole policy unsharded in bf16 (assumes grpo calls
              set_reshard_after_forward(False) around generate, 129 -> 5 all-gathers in FACTS.md; else pass
              rollout_unsharded=False), the KV cache, the no-grad prefill.
-  reference  reference log-probs, no grad, `logprob_batch` sequences per forward.
-  train      policy log-prob forward + backward, `logprob_batch` sequences per micro-batch (backward per
+  reference  reference log-probs, no grad, `logprob_batch` completions of one prompt per forward.
+  train      policy log-prob forward + backward, `logprob_batch` completions per micro-batch (backward per
              micro-batch, gradients accumulate).
   optimizer  AdamW's foreach sqrt(exp_avg_sq) temporary: one more fp32 shard.
 A FSDP forward holds the root unsharded (FSDP2 does not reshard the root after forward) plus two units:
-the one computing and the one prefetched. Attention is flash / memory-efficient (no S×S scores). The vision
-tower is trained and runs once per prompt in a log-prob micro-batch: the prompt's G sequences share its
-image features (anomalyr1.token_logprobs). Logits exist only for completion positions (logits_to_keep). Buffers, the CUDA
-context, NCCL buffers and allocator fragmentation are what the safety margin is for.
+the one computing and the one prefetched. A log-prob micro-batch is one packed row, the prompt once and then
+its B completions (anomalyr1.packed_logprobs): P + B·T tokens, the vision tower once. Attention there is sdpa's
+memory-efficient kernel with the row's [L, L] mask (bool, plus its cast to the compute dtype), no L×L scores.
+Logits exist only for completion positions (logits_to_keep). Buffers, the CUDA context, NCCL buffers and
+allocator fragmentation are what the safety margin is for.
 """
 import argparse
 import itertools
@@ -165,13 +166,15 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
                           f"unsharded {dtype} across generate" if rollout_unsharded else "root + 2 units all-gathered"),
                          ("KV cache", kv, f"2·{L} layers·{tc.num_key_value_heads} kv·{head_dim}·{S} tok·{seqs} seq·{e} B"),
                          ("prefill working set", prefill, "no grad, one layer or vision block at a time")]
-    # log-prob forwards, B sequences each; the vision tower runs once per distinct prompt in the micro-batch
-    tokens, vtokens = B * S, math.ceil(B / G) * images * patches
+    # log-prob forwards: one packed row [prompt | B completions]; the vision tower runs once for the prompt
+    tokens, vtokens = P + B * T, images * patches
+    packed_mask = (1 + e) * tokens**2
     logit_elems = B * T * V
     if beta > 0:
         ref_work = max(tokens * nograd_transient(h, I, e), vtokens * nograd_transient(hv, Iv, e))
         phases["reference"] = [("reference all-gather", gather, "root + 2 units"),
-                               ("no-grad working set", ref_work, f"{B} seq × {S} tok, one layer at a time"),
+                               ("no-grad working set", ref_work, f"{P} + {B}×{T} tok, one layer at a time"),
+                               ("packed attention mask", packed_mask, f"[{tokens},{tokens}] bool + {dtype}"),
                                ("completion logits", e * logit_elems + 4 * T * V, f"{dtype} [B,T,V] + one fp32 row")]
     # not checkpointed: the final norm; per patch the fp32 pixel_values, the conv's input in the compute dtype,
     # the merger's RMSNorm, and its Linear / GELU / Linear inputs (4·hv per 4 patches each)
@@ -190,7 +193,8 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
     phases["train"] = [("policy all-gather", gather, "root + 2 units"),
                        ("gradient reduce-scatter", e * (c["root"] + c["unit"]),
                         "root's unsharded grad (lm_head is first in backward, reduced last) + 1 unit"),
-                       ("activations: saved", saved, f"{B} seq × {S} tok" + (
+                       ("packed attention mask", packed_mask, f"[{tokens},{tokens}] bool + {dtype}"),
+                       ("activations: saved", saved, f"{P} + {B}×{T} tok" + (
                            f": {L} decoder + {Lv} vision layer inputs" if grad_checkpointing else ", no checkpointing")),
                        ("activations: recompute", work, "one layer's graph + its gradients (max decoder / vision)"),
                        ("completion logits", logits, f"[{B},{T},{V}] {dtype} + fp32 copy kept for backward")]

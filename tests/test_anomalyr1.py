@@ -171,6 +171,42 @@ def test_forward_logprobs_match_generate_scores(tiny, tmp_path):
     assert (forward - gen_logprobs)[mask].abs().max() < 1e-4
 
 
+def test_packed_row_gives_the_logprobs_and_gradients_of_separate_rows(tiny, tmp_path):
+    """One packed row [q | o_1 | o_2 | o_3] must score each o_i exactly as a plain forward over [q | o_i] does,
+    with Qwen2.5-VL choosing the positions itself: same log-probs, same gradient in every parameter."""
+    model, processor = tiny
+    query, template = write_image(tmp_path / "q.png", (100, 70)), write_image(tmp_path / "t.png", (80, 90), (9, 9, 9))
+    batch = anomalyr1.prepare(processor, [sample_for(query, [template])], shots=1)
+    g = torch.Generator().manual_seed(0)
+    completions = torch.randint(0, min(processor.tokenizer.all_special_ids), (3, 9), generator=g)  # [G, T], plain text
+    weights = torch.randn(3, 9, generator=g)                    # a loss that depends on every log-prob
+
+    def separate_rows():
+        logps = []
+        for ids in completions:
+            full = torch.cat([batch["input_ids"][0], ids])[None]  # [1, P+T]
+            logits = model(input_ids=full, attention_mask=torch.ones_like(full),
+                           mm_token_type_ids=torch.cat([batch["mm_token_type_ids"][0], torch.zeros_like(ids)])[None],
+                           pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"]).logits[0]
+            logps.append(logits[-10:-1].log_softmax(-1).gather(-1, ids[:, None]).squeeze(-1))  # [T]
+        return torch.stack(logps)
+
+    results = []
+    try:
+        for fn in (separate_rows, lambda: anomalyr1.token_logprobs(model, batch, completions, group_size=3)):
+            model.zero_grad(set_to_none=True)
+            logps = fn()
+            (logps * weights).sum().backward()
+            results.append((logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    finally:
+        model.zero_grad(set_to_none=True)
+    (expected, expected_grads), (packed, packed_grads) = results
+    assert (packed - expected).abs().max() < 1e-4
+    assert expected_grads.keys() == packed_grads.keys() and any("visual" in n for n in packed_grads)
+    for name, grad in expected_grads.items():
+        assert (packed_grads[name] - grad).abs().max() <= 1e-4 * (1 + grad.abs().max()), name
+
+
 def test_completion_mask_stops_after_first_end_of_turn():
     ids = torch.tensor([[5, 6, 9, 1, 1], [5, 9, 9, 1, 1], [5, 6, 7, 8, 4]])
     assert anomalyr1.completion_mask(ids, eos_id=9).tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
