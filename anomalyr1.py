@@ -166,36 +166,34 @@ def split_prompts(batch, vision_start_id):
     return prompts
 
 
-def prompt_embeddings(model, batch):
-    """Token embeddings with each image's vision features scattered in: the image is encoded once per prompt."""
-    embeds = model.get_input_embeddings()(batch["input_ids"])                       # [B, P, H]
-    features = model.get_image_features(batch["pixel_values"], batch["image_grid_thw"]).pooler_output
-    features = torch.cat(features).to(embeds.dtype)                                 # [image tokens, H]
-    image_slots = (batch["input_ids"] == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
-    return embeds.masked_scatter(image_slots, features)                             # [B, P, H]
-
-
 @torch.no_grad()
 def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True,
              output_logprobs=False):
-    """Sample `num_return_sequences` completions per prompt in one `generate` call.
+    """Sample `num_return_sequences` completions per prompt with `generate`.
 
     Returns completion_ids [B·G, T] (rows grouped: prompt 0's G completions, then prompt 1's, …; padded with the
     pad token after the end of turn) and their texts (special tokens dropped, cut at the end of turn); with
     output_logprobs, also generate's own log-probs of the sampled tokens [B·G, T] (before temperature), which
     token_logprobs must reproduce.
+
+    Each prompt is prefilled once, images included, and its KV cache copied G times; generate then continues
+    all B·G rows from there (its own path for continuing from a cache). The G samples of a prompt would
+    otherwise each prefill the same ~2k prompt tokens.
     """
     batch = {k: v.to(model.device) for k, v in batch.items()}
     group = num_return_sequences
-    embeds = prompt_embeddings(model, batch).repeat_interleave(group, 0)           # [B·G, P, H]
+    # all but the last prompt token: generate needs one uncached token to start from. This forward also stores
+    # the prompts' mRoPE offsets (model.model.rope_deltas [B, 1]), from which generate numbers the new tokens.
+    cache = model(**{k: v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v
+                     for k, v in batch.items()}, use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_repeat_interleave(group)                                            # [B·G] rows of [P-1] tokens
+    model.model.rope_deltas = model.model.rope_deltas.repeat_interleave(group, 0)   # [B·G, 1]
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
-    grids = [p["image_grid_thw"] for p in split_prompts(batch, model.config.vision_start_token_id)]
     out = model.generate(
-        input_ids=batch["input_ids"].repeat_interleave(group, 0),                          # [B·G, P]
-        inputs_embeds=embeds,
-        attention_mask=batch["attention_mask"].repeat_interleave(group, 0),
-        mm_token_type_ids=batch["mm_token_type_ids"].repeat_interleave(group, 0),
-        image_grid_thw=torch.cat([g for g in grids for _ in range(group)]),   # positions need the grids, not pixels
+        input_ids=batch["input_ids"].repeat_interleave(group, 0),                   # [B·G, P]
+        attention_mask=batch["attention_mask"].repeat_interleave(group, 0),         # [B·G, P]
+        mm_token_type_ids=batch["mm_token_type_ids"].repeat_interleave(group, 0),  # [B·G, P]
+        past_key_values=cache,
         max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
         eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,
         output_logits=output_logprobs, return_dict_in_generate=True, **sampling)

@@ -328,15 +328,13 @@ def seed_step(cfg, step, rank):
 @torch.no_grad()
 def rollout(policy, processor, prompts, cfg, fsdp):
     """G completions per prompt, one generate call: ids [P_r·G, T], texts, mask [P_r·G, T] (1 up to and including
-    the first end-of-turn), and the prompts as P_r one-prompt batches for scoring and the update. Each prompt's
-    images are decoded, processed and encoded once (anomalyr1.generate)."""
+    the first end-of-turn), and the prompts as P_r one-prompt batches for scoring and the update. Each prompt is
+    processed and prefilled once, images included (anomalyr1.generate)."""
     policy.eval()  # checkpointed layers in train mode drop the KV cache (FACTS.md)
     batch = anomalyr1.prepare(processor, prompts, shots=cfg.shots, templates=cfg.templates)
-    if fsdp:
+    if fsdp and not cfg.rollout_reshard:
         # keep every layer gathered through all decode steps: one all-gather per layer, not one per layer per token
-        if not cfg.rollout_reshard:
-            policy.set_reshard_after_forward(False)
-        policy.unshard()  # anomalyr1 looks up the root's token embeddings outside forward()
+        policy.set_reshard_after_forward(False)
     try:
         ids, texts = anomalyr1.generate(policy, processor, batch, max_new_tokens=cfg.max_completion,
                                         temperature=cfg.temperature, num_return_sequences=cfg.group_size)

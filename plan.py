@@ -17,7 +17,7 @@ shards, and the frozen reference model's bf16 shards (none when beta == 0). On t
 in one of four phases; total = persistent + the largest phase:
   rollout    one generate call for the GPU's prompts × G: the whole policy unsharded in bf16 (assumes grpo calls
              set_reshard_after_forward(False) around generate, 129 -> 5 all-gathers in FACTS.md; else pass
-             rollout_unsharded=False), the KV cache, the no-grad prefill.
+             rollout_unsharded=False), the KV cache, the no-grad prefill of each prompt once.
   reference  reference log-probs, no grad, `logprob_batch` completions of one prompt per forward.
   train      policy log-prob forward + backward, `logprob_batch` completions per micro-batch (backward per
              micro-batch, gradients accumulate).
@@ -158,10 +158,10 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
             ("reference model", e * c["shard"] if beta > 0 else 0,
              f"{dtype} shards, frozen" if beta > 0 else "none: beta = 0")]
     phases = {}
-    # rollout: G completions per prompt; the images are encoded once per prompt, then the embeddings repeated
+    # rollout: each prompt is prefilled once, images included, then its KV cache copied G times (anomalyr1.generate)
     seqs = prompts * G
     kv = 2 * L * tc.num_key_value_heads * head_dim * S * seqs * e
-    prefill = max(seqs * P * nograd_transient(h, I, e), prompts * images * patches * nograd_transient(hv, Iv, e))
+    prefill = max(prompts * P * nograd_transient(h, I, e), prompts * images * patches * nograd_transient(hv, Iv, e))
     phases["rollout"] = [("policy for generate", e * c["params"] if rollout_unsharded else gather,
                           f"unsharded {dtype} across generate" if rollout_unsharded else "root + 2 units all-gathered"),
                          ("KV cache", kv, f"2·{L} layers·{tc.num_key_value_heads} kv·{head_dim}·{S} tok·{seqs} seq·{e} B"),

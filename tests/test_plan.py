@@ -127,7 +127,7 @@ def test_3b_counts_and_fits_4_gpus():
     assert "FITS" in P.format_table(r)
 
 
-@pytest.mark.parametrize("kw", [dict(gpus=2), dict(gpus=4, templates=24), dict(gpus=4, gpu_gb=32)])
+@pytest.mark.parametrize("kw", [dict(gpus=2, gpu_gb=44), dict(gpus=4, templates=24), dict(gpus=4, gpu_gb=30)])
 def test_suggestion_is_a_setting_that_fits(kw):
     r = P.plan("qwen2.5-vl-3b", **kw)
     assert not r["fits"] and r["suggestion"] is not None
