@@ -160,9 +160,9 @@ def split_prompts(batch, vision_start_id):
     prompts = []
     for row, (grid, pixels) in enumerate(zip(grids, patches)):
         real = batch["attention_mask"][row].bool()                                # [P]
-        prompts.append({"input_ids": batch["input_ids"][row, real][None], "attention_mask": batch["attention_mask"][row, real][None],
-                        "mm_token_type_ids": batch["mm_token_type_ids"][row, real][None],
-                        "pixel_values": pixels, "image_grid_thw": grid})
+        tokens = {k: batch[k][row, real][None]                                    # [1, P_r]
+                  for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        prompts.append({**tokens, "pixel_values": pixels, "image_grid_thw": grid})
     return prompts
 
 
@@ -262,7 +262,7 @@ def packed_logprobs(model, prompt, completions):
     predicted_at = torch.where(t == 0, P - 1, starts + t - 1)                       # [G, T]
     logits = model(
         input_ids=torch.cat([prompt["input_ids"], completions.reshape(1, G * T)], 1),                      # [1, L]
-        attention_mask=sees[None, None],                                                                   # [1, 1, L, L]
+        attention_mask=sees[None, None],                                                                  # [1, 1, L, L]
         position_ids=torch.cat([prompt_positions, completion_positions], 2),                               # [3, 1, L]
         mm_token_type_ids=torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(completions).reshape(1, -1)], 1),
         pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"],
@@ -295,8 +295,8 @@ def image_only_processor_class():
 def load(model="tiny", device=None, dtype=None):
     """(model, processor) for "tiny" (built offline on first use) or a local Hugging Face Qwen2.5-VL folder.
 
-    bf16 on CUDA, with flash-attn 2 in the vision tower when flash-attn imports; fp32 on CPU; sdpa everywhere else. Weights load only
-    from safetensors and never run remote code.
+    bf16 on CUDA, with flash-attn 2 in the vision tower when flash-attn imports; fp32 on CPU; sdpa everywhere
+    else. Weights load only from safetensors and never run remote code.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.utils import logging as hf_logging
