@@ -275,9 +275,8 @@ def build_models(cfg, device, world, weights=None):
             for layer in model.model.language_model.layers:     # each decoder layer,
                 fully_shard(layer, mesh=mesh, mp_policy=mp)
             fully_shard(model, mesh=mesh, mp_policy=mp)         # then the root: embeddings, patch merger, norm
-            # anomalyr1 encodes each prompt's images once, outside forward(), and calls generate(): registering
-            # them runs FSDP's gather hooks around them (else "mixed torch.Tensor and DTensor", FACTS.md)
-            register_fsdp_forward_method(model, "get_image_features")
+        # generate() is called outside forward(): registering it runs FSDP's gather hooks around it (else "mixed
+        # torch.Tensor and DTensor", FACTS.md)
         register_fsdp_forward_method(policy, "generate")
     return policy, ref, processor
 
