@@ -94,11 +94,13 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0
 
 # ----------------------------------------------------------------------------- training
 # One training step, end to end:
-#   rollout  each rank samples G completions for each of its prompts in one generate call (eval mode)
+#   rollout  each rank samples G completions for each of its prompts in one generate call (eval mode); each
+#            prompt is prefilled once and its KV cache copied G times
 #   score    roam.py rewards per completion, summed; Â = z-score within each group. A rank owns whole groups,
 #            so advantages need no communication.
-#   update   log π_θ of the sampled tokens (one forward per group, gradient-checkpointed) and log π_ref from the
-#            frozen reference, grpo_loss, AdamW; FSDP2 averages the gradients over ranks.
+#   update   log π_θ of the sampled tokens and log π_ref from the frozen reference, each one forward per group
+#            over one packed row [q | o_1 | … | o_G] (anomalyr1.packed_logprobs; the policy's is gradient-
+#            checkpointed), grpo_loss, AdamW; FSDP2 averages the gradients over ranks.
 # Randomness is re-seeded from (seed, step, rank) at the start of every step and the data position is the step
 # number, so `--resume` replays exactly what the uninterrupted run would have done.
 import argparse
@@ -110,6 +112,7 @@ import json
 import math
 import os
 import random
+import resource
 import shutil
 import signal
 import sys
@@ -237,14 +240,21 @@ def setup_distributed():
     return rank, world, device
 
 
-def all_reduce(values, world, device):
-    """{name: float} summed over ranks, in one all_reduce."""
+def all_reduce(values, world, device, op="sum"):
+    """{name: float} summed (or maxed) over ranks, in one all_reduce."""
     values = {k: float(v) for k, v in values.items()}
     if world == 1:
         return values
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return dict(zip(values, t.tolist()))
+
+
+def peak_memory_gib(device):
+    """This process's peak so far: memory torch allocated on the GPU, or the resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 def build_models(cfg, device, world, weights=None):
@@ -646,7 +656,9 @@ def train(cfg, extra_reward=None):
                    "completion_length": sums["tokens"] / N,
                    "zero_std_fraction": sums["zero_std"] / (N // cfg.group_size),
                    "loss": stats["loss"], "grad_norm": stats["grad_norm"], "lr": lr, "skipped": skipped,
-                   "seconds": seconds, "tokens_per_s": sums["tokens"] / seconds}
+                   "seconds": seconds, "tokens_per_s": sums["tokens"] / seconds,
+                   # the planner's per-GPU prediction (python grpo.py --plan) is checked against this
+                   "peak_memory_gib": all_reduce({"m": peak_memory_gib(device)}, world, device, op="max")["m"]}
             rows.append(row)
             if rank == 0:
                 with open(os.path.join(cfg.out, "metrics.jsonl"), "a") as f:

@@ -65,8 +65,10 @@ def test_toy_reward_rises(tiny, synthetic, tmp_path):
     assert mean([r["reward/format"] for r in rows[-3:]]) > 0.6  # and it kept the format
     assert all(r["skipped"] == 0 and r["kl"] >= 0 for r in rows)
     keys = {"reward", "reward/format", "reward/extra", "accuracy", "consistency", "kl", "clip_fraction",
-            "completion_length", "zero_std_fraction", "skipped", "lr", "grad_norm", "seconds", "tokens_per_s"}
+            "completion_length", "zero_std_fraction", "skipped", "lr", "grad_norm", "seconds", "tokens_per_s",
+            "peak_memory_gib"}
     assert keys <= set(rows[0])
+    assert 0.1 < rows[-1]["peak_memory_gib"] < 24  # this process's peak RSS: the tiny model, far below the machine
 
 
 def test_torchrun_fsdp2_two_processes(tiny, synthetic, tmp_path):
