@@ -278,6 +278,34 @@ def format_table(r):
     return "\n".join(lines)
 
 
+def materialize(model, out, seed=0):
+    """Write a random-weight Qwen2.5-VL shaped like `model` to the folder `out`, which grpo.py and anomalyr1.load
+    take like any downloaded checkpoint: to measure memory and speed on a GPU beside this plan, with nothing to
+    download (a text-only or smaller stand-in would not exercise the real shapes).
+
+    Weights: bf16 safetensors, transformers' own initialisation. Tokenizer and chat template: the tiny model's,
+    with the config's special-token ids pointed at that tokenizer's. Image processor: Qwen2.5-VL-Instruct's
+    pixel budget (3136 to 12845056 pixels; a 1000×800 image is 1044 tokens, as planned). The random model writes
+    garbage (rewards 0) and almost never ends its turn, so every completion runs to the length limit: the worst
+    case for memory and time.
+    """
+    import anomalyr1
+    config = load_config(model)
+    tiny = anomalyr1.build_tiny()
+    ids = AutoConfig.from_pretrained(tiny)
+    for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        setattr(config, name, getattr(ids, name))
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(config.text_config, name, getattr(ids.text_config, name))
+    processor = anomalyr1.image_only_processor_class().from_pretrained(tiny)
+    processor.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": 14 * 14 * 4 * 16384}
+    torch.manual_seed(seed)
+    random_model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+    random_model.save_pretrained(out)  # safetensors
+    processor.save_pretrained(out)
+    return out
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("--model", default="qwen2.5-vl-3b", help="qwen2.5-vl-3b | tiny-config | local HF folder")
@@ -296,8 +324,13 @@ if __name__ == "__main__":
                    help="reshard the policy during generate (slower, saves the unsharded bf16 copy)")
     p.add_argument("--gpu-gb", type=float, default=48.0, help="memory per GPU, GiB")
     p.add_argument("--margin-gb", type=float, default=8.0, help="CUDA context, NCCL, fragmentation allowance, GiB")
+    p.add_argument("--materialize", metavar="OUT", help="instead of planning, write a random-weight model of this "
+                   "shape to OUT for a GPU run: python grpo.py --model OUT --steps 3 (metrics: peak_memory_gib)")
     args = p.parse_args()
     try:
-        print(format_table(plan(**vars(args))))
+        if args.materialize:
+            print(materialize(args.model, args.materialize))
+        else:
+            print(format_table(plan(**{k: v for k, v in vars(args).items() if k != "materialize"})))
     except ValueError as e:
         raise SystemExit(str(e))

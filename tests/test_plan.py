@@ -153,3 +153,22 @@ def test_suggested_flags_are_grpo_flags():
     assert P.flag("logprob_batch", 4) == "--logprob-batch 4"
     assert P.flag("rollout_unsharded", False) == "--rollout-reshard"
     assert P.flag("beta", 0.0) == "--beta 0"
+
+
+def test_materialized_model_trains_and_its_images_cost_what_the_plan_says(tiny, synthetic, tmp_path):
+    """plan.py --materialize writes the random-weight model a GPU session measures the plan with: grpo.py must
+    train it as it is, and its processor must turn a 1000×800 image into the tokens the plan counts."""
+    import anomalyr1
+    import grpo
+    from PIL import Image
+    folder = P.materialize("tiny-config", str(tmp_path / "random"))
+    model, processor = anomalyr1.load(folder, device="cpu")
+    Image.new("RGB", (1000, 800), (90, 90, 90)).save(tmp_path / "big.png")
+    grid = processor(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[anomalyr1.load_image(
+        str(tmp_path / "big.png"))], return_tensors="pt")["image_grid_thw"][0]
+    assert int(grid.prod()) // 4 == P.plan("tiny-config", image_size=(1000, 800))["tokens_per_image"] == 36 * 29
+    assert model.config.image_token_id == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    rows = grpo.train(grpo.Config(model=folder, steps=1, prompts_per_step=1, group_size=2, max_completion=4,
+                                  out=str(tmp_path / "run")))
+    assert rows[0]["completion_length"] == 4  # random weights never end their turn: the worst case, as planned
+    assert rows[0]["peak_memory_gib"] > 0
