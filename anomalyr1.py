@@ -151,6 +151,10 @@ def special_id(processor, token):
     return processor.tokenizer.convert_tokens_to_ids(token)
 
 
+# a processed batch's per-token tensors [B, P]; the others (pixel_values, image_grid_thw) are per image
+TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
 def split_prompts(batch, vision_start_id):
     """The B prompts of a left-padded batch as B one-prompt batches [1, P_r] with their padding dropped; each takes
     its own image grids [images_r, 3] and patches [patches_r, D] (the processor lays images out in row order)."""
@@ -160,8 +164,7 @@ def split_prompts(batch, vision_start_id):
     prompts = []
     for row, (grid, pixels) in enumerate(zip(grids, patches)):
         real = batch["attention_mask"][row].bool()                                # [P]
-        tokens = {k: batch[k][row, real][None]                                    # [1, P_r]
-                  for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        tokens = {k: batch[k][row, real][None] for k in TOKEN_KEYS}               # [1, P_r] each
         prompts.append({**tokens, "pixel_values": pixels, "image_grid_thw": grid})
     return prompts
 
@@ -184,15 +187,13 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
     group = num_return_sequences
     # all but the last prompt token: generate needs one uncached token to start from. This forward also stores
     # the prompts' mRoPE offsets (model.model.rope_deltas [B, 1]), from which generate numbers the new tokens.
-    cache = model(**{k: v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v
-                     for k, v in batch.items()}, use_cache=True, logits_to_keep=1).past_key_values
+    cache = model(**{k: v[:, :-1] if k in TOKEN_KEYS else v for k, v in batch.items()},
+                  use_cache=True, logits_to_keep=1).past_key_values
     cache.batch_repeat_interleave(group)                                            # [B·G] rows of [P-1] tokens
     model.model.rope_deltas = model.model.rope_deltas.repeat_interleave(group, 0)   # [B·G, 1]
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
     out = model.generate(
-        input_ids=batch["input_ids"].repeat_interleave(group, 0),                   # [B·G, P]
-        attention_mask=batch["attention_mask"].repeat_interleave(group, 0),         # [B·G, P]
-        mm_token_type_ids=batch["mm_token_type_ids"].repeat_interleave(group, 0),  # [B·G, P]
+        **{k: batch[k].repeat_interleave(group, 0) for k in TOKEN_KEYS},           # [B·G, P] each
         past_key_values=cache,
         max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
         eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,

@@ -84,7 +84,11 @@ def load_config(model):
     return config
 
 
-def smart_resize(height, width, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 16384):
+# Qwen2.5-VL-*-Instruct's image budget (preprocessor_config.json): a 1000×800 image stays 1008×812
+MIN_PIXELS, MAX_PIXELS = 56 * 56, 14 * 14 * 4 * 16384
+
+
+def smart_resize(height, width, factor=28, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):
     """Qwen2.5-VL's image resize: both sides multiples of `factor` (patch 14 × merge 2), area within the bounds,
     aspect ratio kept as closely as possible. Returns (height, width)."""
     h, w = round(height / factor) * factor, round(width / factor) * factor
@@ -168,13 +172,13 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
                          ("prefill working set", prefill, "no grad, one layer or vision block at a time")]
     # log-prob forwards: one packed row [prompt | B completions]; the vision tower runs once for the prompt
     tokens, vtokens = P + B * T, images * patches
-    packed_mask = (1 + e) * tokens**2
+    mask_row = ("packed attention mask", (1 + e) * tokens**2, f"[{tokens},{tokens}] bool + {dtype}")
     logit_elems = B * T * V
     if beta > 0:
         ref_work = max(tokens * nograd_transient(h, I, e), vtokens * nograd_transient(hv, Iv, e))
         phases["reference"] = [("reference all-gather", gather, "root + 2 units"),
                                ("no-grad working set", ref_work, f"{P} + {B}×{T} tok, one layer at a time"),
-                               ("packed attention mask", packed_mask, f"[{tokens},{tokens}] bool + {dtype}"),
+                               mask_row,
                                ("completion logits", e * logit_elems + 4 * T * V, f"{dtype} [B,T,V] + one fp32 row")]
     # not checkpointed: the final norm; per patch the fp32 pixel_values, the conv's input in the compute dtype,
     # the merger's RMSNorm, and its Linear / GELU / Linear inputs (4·hv per 4 patches each)
@@ -193,7 +197,7 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
     phases["train"] = [("policy all-gather", gather, "root + 2 units"),
                        ("gradient reduce-scatter", e * (c["root"] + c["unit"]),
                         "root's unsharded grad (lm_head is first in backward, reduced last) + 1 unit"),
-                       ("packed attention mask", packed_mask, f"[{tokens},{tokens}] bool + {dtype}"),
+                       mask_row,
                        ("activations: saved", saved, f"{P} + {B}×{T} tok" + (
                            f": {L} decoder + {Lv} vision layer inputs" if grad_checkpointing else ", no checkpointing")),
                        ("activations: recompute", work, "one layer's graph + its gradients (max decoder / vision)"),
@@ -298,7 +302,7 @@ def materialize(model, out, seed=0):
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(config.text_config, name, getattr(ids.text_config, name))
     processor = anomalyr1.image_only_processor_class().from_pretrained(tiny)
-    processor.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": 14 * 14 * 4 * 16384}
+    processor.image_processor.size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
     torch.manual_seed(seed)
     random_model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
     random_model.save_pretrained(out)  # safetensors
