@@ -103,7 +103,6 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0
 #            checkpointed), grpo_loss, AdamW; FSDP2 averages the gradients over ranks.
 # Randomness is re-seeded from (seed, step, rank) at the start of every step and the data position is the step
 # number, so `--resume` replays exactly what the uninterrupted run would have done.
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -118,18 +117,15 @@ import signal
 import sys
 import threading
 import time
-import typing
 import warnings
 
 import torch.distributed as dist
 
 import anomalyr1
+import cli
 import data
 import roam
-
-
-def option(default, help):
-    return dataclasses.field(default=default, metadata={"help": help})
+from cli import option
 
 
 @dataclasses.dataclass
@@ -684,19 +680,9 @@ def train(cfg, extra_reward=None):
 def parse_config(argv=None):
     """Config from the command line. With --resume the saved run's config is the base and the flags given now
     override it (e.g. --steps 2000 to train further)."""
-    p = argparse.ArgumentParser(description="GRPO + ROAM training of Qwen2.5-VL (AnomalyR1). "
-                                "python grpo.py | torchrun --nproc_per_node=N grpo.py",
-                                argument_default=argparse.SUPPRESS)
-    for f in dataclasses.fields(Config):
-        default = f"tiny {TINY[f.name]}, else {REAL[f.name]}" if f.name in TINY else f.default
-        flag = "--" + f.name.replace("_", "-")
-        help = f.metadata["help"] + (f" (default: {default})" if default is not None else "")
-        if f.type is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
-        else:
-            types = [t for t in typing.get_args(f.type) if t is not type(None)] or [f.type]
-            p.add_argument(flag, type=types[0], metavar=f.name.upper(), help=help)
-    given = vars(p.parse_args(argv))
+    p = cli.parser("GRPO + ROAM training of Qwen2.5-VL (AnomalyR1). python grpo.py | torchrun --nproc_per_node=N grpo.py")
+    cli.add_flags(p, Config, lambda f: f"tiny {TINY[f.name]}, else {REAL[f.name]}" if f.name in TINY else f.default)
+    given = cli.given(p, argv)
     if given.get("plan") and "model" not in given:
         given["model"] = "qwen2.5-vl-3b"
     saved = {}
