@@ -76,8 +76,9 @@ CHOICES = [
     ("top left", WHERE, "A"), ("the defect is in the Top   Right corner", WHERE, "B"),
     ("bottom\nleft", WHERE, "C"),
     # yes/no questions answered in words
-    ("there is no defect, so the answer is no", YN, "B"), ("No defect is visible.", YN, "B"),
-    ("Yes, there is a crack.", YN, "A"),
+    ("there is no defect, so the answer is no", YN, "B"), ("Yes, there is a crack.", YN, "A"),
+    ("So yes.", YN, "A"), ("The answer is no.", YN, "B"), ("answer: (B)", KIND, "B"), ("therefore B", KIND, "B"),
+    ("I choose B", KIND, "B"), ("option B is correct", KIND, "B"), ("所以答案是A。", YN, "A"), ("答案：B", YN, "B"),
     # last conclusive mention wins, letters and texts alike
     ("A at first, but on reflection B", KIND, "B"), ("B. No wait, option A", KIND, "A"),
     ("It looks like a hole... actually a scratch", KIND, "A"), ("scratch? no, the answer is B", KIND, "B"),
@@ -112,6 +113,27 @@ def test_letters_that_are_not_options_or_not_standalone(text, options):
 @pytest.mark.parametrize("text", ["eyes", "I know", "nothing", "Yesterday", "nonzero", "a noisy image"])
 def test_option_text_only_on_word_boundaries(text):
     assert extract_choice(text, YN) is None
+
+
+@pytest.mark.parametrize("text", [
+    # "no"/"yes" as ordinary words inside a sentence conclude nothing (the determiner "no" included)
+    "No other anomalies are visible.", "There is no template image, so I rely on the query alone.",
+    "No defect is visible.", "There is no doubt the cap is intact.", "Yes, I will look at the image carefully.",
+    "so no other defect is present", "No visible defects, but let me check the thread. It looks fine too.",
+])
+def test_ordinary_words_inside_a_sentence_conclude_nothing(text):
+    assert extract_choice(text, YN) is None
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The answer is B. Options A, C and D are each unlikely here.", "B"),   # explicit beats later bare mentions
+    ("Options A, C and D are unlikely; B fits.", "B"),                      # negated letters are dropped
+    ("It is not a scratch, it is a hole.", "B"), ("There is a hole, not a scratch.", "B"),
+    ("B is not correct, so A.", "A"), ("The options are A. Scratch, B. Hole, C. Stain, D. Crack.", None),
+    ("The correct option is B: Hole.", "B"), ("**Answer: D**", "D"), ("选项D", "D"), ("D。", "D"),
+])
+def test_explicit_negated_and_restated(text, expected):
+    assert extract_choice(text, KIND) == expected
 
 
 @pytest.mark.parametrize("text", [None, 123, "<answer>", "\x00\xff", "(" * 1000])
