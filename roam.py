@@ -103,7 +103,7 @@ _NEGATION_AHEAD = re.compile(r"(?i)[\s*)\]」]*(?:(?:,|\band\b|\bor\b)\s*(?:opti
 _ANSWERING_AHEAD = re.compile(r"(?i)\s*[,，]\s*(?:there|it|this|that|they|the|its)\b")   # "Yes, there is ..."
 _CLAUSE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.,;:!?。，；！？\n]|$)")
 _SENTENCE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.!?。！？\n]|$)")
-_BREAK = re.compile(r"[.!?。！？\n][^.!?。！？\n]*$")   # the last sentence break in a window
+_BREAKS = ".!?。！？\n"   # what ends a sentence
 _EDGE = " \t\r\n*_`\"'“”「」()[]（）#>-.,;:!?。，！？：；"   # what may stand around a conclusion alone
 
 
@@ -137,8 +137,8 @@ def _sentence_before(text: str, start: int) -> tuple[str, bool]:
     """The part of the current sentence before `start` (at most _WINDOW chars), and whether that sentence
     starts within the window (so the mention may open it)."""
     window = text[max(0, start - _WINDOW):start]
-    m = _BREAK.search(window)
-    return (window[m.start() + 1:], True) if m else (window, start <= _WINDOW)
+    cut = max(window.rfind(ch) for ch in _BREAKS)
+    return (window[cut + 1:], True) if cut >= 0 else (window, start <= _WINDOW)
 
 
 def _classify(text, start, end, lo, hi, ordinary) -> int | None:
