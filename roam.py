@@ -205,6 +205,31 @@ def _gold(answer: str, options: dict) -> str | None:
 
 
 # ---------------------------------------------------------------- per-completion rewards
+def _roam(well_formed: bool, t: str | None, a: str | None, g: str | None) -> float:
+    if not well_formed:
+        return 0.0
+    if t is None:
+        if a is None:
+            return ROAM_INCONSISTENT
+        return ROAM_CORRECT_ANSWER_ONLY if a == g else ROAM_ANSWER_ONLY_WRONG
+    if a != t:
+        return ROAM_INCONSISTENT
+    return ROAM_CORRECT_WITH_REASONING if a == g else ROAM_CONSISTENT_WRONG
+
+
+def judge(completion: str, answer: str, options: dict) -> dict:
+    """One completion read once: `think`/`answer` (the option letters the reasoning and the answer block
+    conclude, or None), `gold`, the rewards `roam`, `accuracy`, `format`, and `consistency`: 1.0 when the
+    completion is well formed and its reasoning concludes the very option it answers (what ROAM trains, §3.3)."""
+    p = parse(completion)
+    g = _gold(answer, options)
+    t, a = extract_choice(p.think, options), extract_choice(p.answer, options)
+    return {"think": t, "answer": a, "gold": g, "roam": _roam(p.well_formed, t, a, g),
+            # only the <answer> block is read: falling back to the whole text would pay for naming every option
+            "accuracy": 1.0 if a is not None and a == g else 0.0, "format": 1.0 if p.well_formed else 0.0,
+            "consistency": 1.0 if p.well_formed and t is not None and t == a else 0.0}
+
+
 def roam_reward(completion: str, answer: str, options: dict) -> float:
     """ROAM, eq. (7): R = Φ(R_μ, R_γ) + Ψ(O_ν, A_γ, R_μ), with the tiers of §4.5 (table in DESIGN.md).
 
@@ -220,24 +245,11 @@ def roam_reward(completion: str, answer: str, options: dict) -> float:
         ≠ g         = t              0.1    consistent but wrong
         any         ≠ t              0      reasoning and answer disagree (t = g, a = none included)
     """
-    p = parse(completion)
-    if not p.well_formed:
-        return 0.0
-    g = _gold(answer, options)
-    t, a = extract_choice(p.think, options), extract_choice(p.answer, options)
-    if t is None:
-        if a is None:
-            return ROAM_INCONSISTENT
-        return ROAM_CORRECT_ANSWER_ONLY if a == g else ROAM_ANSWER_ONLY_WRONG
-    if a != t:
-        return ROAM_INCONSISTENT
-    return ROAM_CORRECT_WITH_REASONING if a == g else ROAM_CONSISTENT_WRONG
+    return judge(completion, answer, options)["roam"]
 
 
 def accuracy_reward(completion: str, answer: str, options: dict) -> float:
-    # Only the <answer> block is read: falling back to the whole text would pay for naming every option.
-    a = extract_choice(parse(completion).answer, options)
-    return 1.0 if a is not None and a == _gold(answer, options) else 0.0
+    return judge(completion, answer, options)["accuracy"]
 
 
 def format_reward(completion: str, answer: str = "", options: dict | None = None) -> float:
@@ -324,7 +336,10 @@ def rare_defect_reward(completions, answer, options, label="good", class_counts=
     Note: within a group this is a constant times accuracy, and GRPO's (r − mean)/std removes constants,
     so alone it trains like accuracy; its effect is in a sum, where it sets how much correctness weighs
     against ROAM/format on rare classes and hard prompts."""
-    correct = [accuracy_reward(c, answer, options) for c in completions]
+    return _rare([accuracy_reward(c, answer, options) for c in completions], label, class_counts, alpha, gamma)
+
+
+def _rare(correct, label, class_counts, alpha=RARE_ALPHA, gamma=RARE_GAMMA) -> list[float]:
     if not correct:
         return []
     p = sum(correct) / len(correct)
@@ -332,22 +347,34 @@ def rare_defect_reward(completions, answer, options, label="good", class_counts=
     return [bonus * c for c in correct]
 
 
-def score_group(names, completions, answer, options, label="good", class_counts=None) -> dict[str, list[float]]:
-    """Score one group of G completions of the same prompt: {name: [G floats]} per requested reward.
-    `names` is a list or a comma string ("accuracy,roam"); training sums the lists."""
+_JUDGED = {"accuracy": accuracy_reward, "format": format_reward, "roam": roam_reward}   # read off judge()
+
+
+def judge_group(names, completions, answer, options, label="good", class_counts=None) -> tuple[dict, dict]:
+    """Score one group of G completions of the same prompt, parsing each completion once (judge):
+    ({name: [G floats]} per requested reward, {"accuracy": [G], "consistency": [G]}). `names` is a list or a
+    comma string ("accuracy,roam"); training sums the first dict, the second is logged whatever is trained."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     valid = sorted(REWARDS) + ["rare"]
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(f"unknown reward(s) {', '.join(unknown)}; valid names: {', '.join(valid)}")
+    judged = [judge(c, answer, options) for c in completions]
     out = {}
     for n in names:
         if n == "rare":
-            out[n] = rare_defect_reward(completions, answer, options, label, class_counts)
+            out[n] = _rare([j["accuracy"] for j in judged], label, class_counts)
+        elif REWARDS[n] is _JUDGED.get(n):   # a reward a user swapped into REWARDS is called as is
+            out[n] = [j[n] for j in judged]
         else:
             out[n] = [float(REWARDS[n](c, answer, options)) for c in completions]
-    return out
+    return out, {k: [j[k] for j in judged] for k in ("accuracy", "consistency")}
+
+
+def score_group(names, completions, answer, options, label="good", class_counts=None) -> dict[str, list[float]]:
+    """{name: [G floats]} per requested reward for one group (judge_group's first half)."""
+    return judge_group(names, completions, answer, options, label, class_counts)[0]
 
 
 def main(argv=None) -> int:

@@ -390,6 +390,22 @@ def test_score_group():
     assert list(score_group("accuracy,roam", group, "B", KIND)) == ["accuracy", "roam"]
 
 
+def test_judge_reads_one_completion_once(monkeypatch):
+    j = roam.judge(c("The cap is cracked, so the answer is A. No other anomalies are visible.", "A"), "A", YN)
+    assert j == {"think": "A", "answer": "A", "gold": "A", "roam": 1.0, "accuracy": 1.0, "format": 1.0,
+                 "consistency": 1.0}
+    assert roam.judge(c("so B", "A"), "A", YN)["consistency"] == 0.0
+    assert roam.judge(c("so A", "A") + " more", "A", YN)["consistency"] == 0.0   # not well formed
+    calls = []
+    monkeypatch.setattr(roam, "parse", lambda text, parse=roam.parse: calls.append(text) or parse(text))
+    group = [RIGHT, WRONG, "garbage", c("I look closely.", "B"), c("so A", "B")]
+    parts, logs = roam.judge_group("accuracy,roam,format,rare", group, "B", KIND, "scratch", COUNTS)
+    assert calls == group                                          # one parse per completion, for every part
+    assert parts["roam"] == [roam_reward(t, "B", KIND) for t in group] == [1.0, 0.1, 0.0, 0.8, 0.0]
+    assert logs == {"accuracy": [1.0, 0.0, 0.0, 1.0, 1.0], "consistency": [1.0, 1.0, 0.0, 0.0, 0.0]}
+    assert parts["rare"] == rare_defect_reward(group, "B", KIND, "scratch", COUNTS)
+
+
 def test_score_group_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match="accuracy.*format.*iou.*roam.*rare"):
         score_group(["accuracy", "bleu"], [RIGHT], "B", KIND)
