@@ -2,7 +2,8 @@
 and the tiers of §4.5), accuracy, format, the LR-IAD rare-defect reward (arXiv 2504.19524) and box IoU.
 
 A completion is scored from text alone:  <think> reasoning </think> <answer> choice </answer>.
-`extract_choice` decides which option letter a piece of text concludes; every reward is built on it.
+`extract_choice` decides which option letter a piece of text concludes; `judge` reads a completion once
+and gives every reward built on it, plus the reasoning/answer consistency that grpo.py and eval.py report.
 Pure python on purpose: rewards must never raise on whatever the policy samples, and must be
 checkable by hand. Usage:  python roam.py "<think>..</think><answer>B</answer>" --answer B --options "A=Yes.,B=No."
 """
@@ -387,9 +388,9 @@ def main(argv=None) -> int:
     if args.options and not options:
         print('error: --options must look like "A=Yes.,B=No."', file=sys.stderr)
         return 2
-    p = parse(args.completion)
-    print(f"think choice:  {extract_choice(p.think, options)}\nanswer choice: {extract_choice(p.answer, options)}"
-          f"\nwell formed:   {p.well_formed}")
+    j = judge(args.completion, args.answer, options)
+    print(f"think choice:  {j['think']}\nanswer choice: {j['answer']}\nwell formed:   {bool(j['format'])}"
+          f"\nconsistent:    {bool(j['consistency'])}")
     for name, fn in REWARDS.items():
         print(f"{name:9s} {fn(args.completion, args.answer, options):.4f}")
     return 0

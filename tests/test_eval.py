@@ -103,7 +103,8 @@ def test_consistency_per_subtask():
     pytest.importorskip("roam")
     bad = "VisA/candle/test/bad/{}.JPG"
     def said(kind, think, answer, gold="A"):
-        return {**rec(bad.format(0), kind, gold, answer, YN), "output": f"<think>{think}</think><answer>{answer}</answer>"}
+        output = f"<think>{think}</think><answer>{answer}</answer>"
+        return {**rec(bad.format(0), kind, gold, answer, YN), "output": output}
     records = [said("Anomaly Detection", "The wick is bent, so the answer is A. No other defects.", "A"),  # consistent
                said("Anomaly Detection", "There is no template image.", "A"),   # concludes nothing: not consistent
                said("Anomaly Detection", "So the answer is no.", "A"),          # disagrees
