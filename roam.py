@@ -87,7 +87,7 @@ _CUE_BEHIND = re.compile(r"(?i)\b(?:option|choice|answer)(?:\s+is)?[*\s]*[:：]?
 # A cue right before the mention: "answer: ", "the answer is **", "correct option would be (", "so ", "I choose".
 _TIGHT_CUE = re.compile(
     r"(?i)(?:\banswer|\b(?:answer|option|choice)s?\s+(?:is|would\s+be|should\s+be|must\s+be|will\s+be|"
-    r"here\s+is|seems\s+to\s+be|appears\s+to\s+be)|\b(?:so|therefore|thus|hence|but|choose|chose|pick|select|"
+    r"here\s+is|seems\s+to\s+be|appears\s+to\s+be)|\b(?:so|therefore|thus|hence|but|say|choose|chose|pick|select|"
     r"go\s+with|opt\s+for)|答案(?:是|为|為|应该是|應該是)?|所以|因此|故|选择?|選擇?)"
     r"[\s*:：,，(\[“\"'「]*(?:(?:option|choice)[\s*(\[]*)?$")
 # A cue anywhere earlier in the same sentence: "Therefore, given the crack on the cap, D."

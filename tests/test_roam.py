@@ -117,7 +117,8 @@ REAL = [
     ("The wood grain is regular, so there is no defect. The answer is no.", "A", "B", YN, 0.0),  # says no, answers A
     ("There is a visible scratch on the surface, so the answer is yes.", "A", "B", YN, 0.1),  # consistent, wrong
     ("Looking closely, I do not see any contamination. So no.", "B", "A", YN, 0.1),
-    ("I cannot see any defect clearly.", "B", "A", YN, 0.05),   # hedged reasoning concludes nothing, answer wrong
+    ("I cannot see any defect clearly.", "B", "A", YN, 0.05),
+    ("Comparing the two images, the print on the capsule is intact. I would say no.", "B", "B", YN, 1.0),   # hedged reasoning concludes nothing, answer wrong
     # reshuffled options: the letter of "No." is A
     ("The zipper teeth are aligned and no fabric is torn. Therefore, the answer is A.", "A", "A", NY, 1.0),
     ("The cable insulation is cut near the middle, so the answer is yes (B).", "B", "B", NY, 1.0),
