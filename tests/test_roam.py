@@ -96,7 +96,7 @@ def test_extract_choice(text, options, expected):
 
 # ---------------------------------------------------------------- realistic completions, as Qwen2.5-VL-Instruct writes
 # Each row: reasoning, answer block, gold, options, the ROAM reward a careful reader gives by §4.5 (the
-# DESIGN.md table). NY is YN reshuffled, as eval.py and MMAD do: "No." is then option A.
+# table in roam_reward's docstring). NY is YN reshuffled, as eval.py and MMAD do: "No." is then option A.
 NY = {"A": "No.", "B": "Yes."}
 REAL = [
     # --- Yes/No (Anomaly Detection), yes/no used as ordinary words
