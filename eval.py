@@ -34,19 +34,26 @@ def is_normal(image: str) -> bool:
     return "good" in image.replace("\\", "/").split("/")
 
 
-def summarize(records) -> dict:
+UNANSWERED = ("wrong", "drop")
+
+
+def summarize(records, unanswered="wrong") -> dict:
     """{dataset: {subtask: accuracy %, ..., "Average": %}, ..., "Average": {...}} (DESIGN.md).
 
-    predicted None counts as wrong (MMAD's script drops unanswered questions, flattering a model that
-    fails to answer). "Anomaly Detection" = mean of the accuracies on normal and on defective images
-    (Table 2's caption), or the one side present. A subtask a dataset lacks is absent from its dict and
-    its "Average" is over the rest; the "Average" row is, per subtask, the mean over the datasets that
-    have it, and its "Average" the mean of the datasets' Averages (macro average, §4.2).
-    Other question types (e.g. "Defect Grounding") are ignored."""
+    unanswered="wrong": predicted None counts as wrong (a model that fails to answer is not flattered).
+    unanswered="drop": MMAD's published-table convention, the question leaves the denominator. (MMAD's
+    script removes it from the list it is looping over, which also skips the record after each removed
+    one; here only the unanswered question goes.) "Anomaly Detection" = mean of the accuracies on normal
+    and on defective images (Table 2's caption), or the one side present. A subtask a dataset lacks is
+    absent from its dict and its "Average" is over the rest; the "Average" row is, per subtask, the mean
+    over the datasets that have it, and its "Average" the mean of the datasets' Averages (macro average,
+    §4.2). Other question types (e.g. "Defect Grounding") are ignored."""
+    if unanswered not in UNANSWERED:
+        raise ValueError(f"unanswered={unanswered!r}: pass one of {', '.join(UNANSWERED)}")
     tally = {}  # dataset -> subtask -> side ("all" | "normal" | "defect") -> [right, total]
     for r in records:
         kind = FOLD.get(r["question_type"], r["question_type"])
-        if kind not in QUESTION_TYPES:
+        if kind not in QUESTION_TYPES or (unanswered == "drop" and r["predicted"] is None):
             continue
         dataset = r["image"].replace("\\", "/").split("/")[0]
         side = "all" if kind != "Anomaly Detection" else ("normal" if is_normal(r["image"]) else "defect")
@@ -66,6 +73,28 @@ def summarize(records) -> dict:
         average["Average"] = fmean([row["Average"] for row in rows])
     summary["Average"] = average
     return summary
+
+
+def consistency(records) -> dict:
+    """Reasoning/answer consistency, what ROAM trains (§3.3): per subtask and "Overall", the % of well-formed
+    replies whose reasoning concludes the option they answer (roam.judge, the definition grpo.py logs), with
+    "well_formed" and "replies" counted. A subtask with no well-formed reply is absent."""
+    import roam
+    tally = {}  # subtask | "Overall" -> [consistent, well formed]
+    replies = 0
+    for r in records:
+        kind = FOLD.get(r["question_type"], r["question_type"])
+        if kind not in QUESTION_TYPES or not r.get("options"):
+            continue
+        replies += 1
+        j = roam.judge(r.get("output") or "", r["correct_answer"], r["options"])
+        if j["format"]:
+            for key in (kind, "Overall"):
+                count = tally.setdefault(key, [0, 0])
+                count[0] += j["consistency"]
+                count[1] += 1
+    out = {k: 100.0 * tally[k][0] / tally[k][1] for k in QUESTION_TYPES + ["Overall"] if k in tally}
+    return {**out, "well_formed": tally.get("Overall", [0, 0])[1], "replies": replies}
 
 
 def datasets(summary) -> list:
@@ -281,6 +310,8 @@ class Config:
     max_new_tokens: int = _flag(256, "completion length limit (the authors' setting)")
     seed: int = _flag(0, "seed of the option reshuffle")
     shuffle: bool = _flag(True, "reshuffle the options (paper §4.2); --no-shuffle keeps the json's order")
+    unanswered: str = _flag("wrong", "unanswered questions count as wrong, or drop them from the denominator "
+                            "(MMAD's published tables); results.md gives both averages when any are unanswered")
     grounding: bool = _flag(False, 'also ask "Defect Grounding" questions, scored by mean IoU')
     device: str | None = _flag(None, "default: cuda if available, else cpu")
 
@@ -289,7 +320,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON",
                    help="print Tables 2, 3, 5 for these results.json files, with deltas vs the first")
-    choices = {"split": ["heldout", "all"], "shots": [0, 1, 2], "templates": ["similar", "random"]}
+    choices = {"split": ["heldout", "all"], "shots": [0, 1, 2], "templates": ["similar", "random"],
+               "unanswered": list(UNANSWERED)}
     for f in dataclasses.fields(Config):
         flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if f.type is bool:
@@ -321,6 +353,29 @@ def load_questions(cfg: Config):
     return samples[:cfg.limit] if cfg.limit else samples, json_path
 
 
+def _notes(records, errors, agree, unanswered) -> str:
+    """results.md below the tables: detection errors, unanswered questions (both averages when there are
+    any, so a number can be set beside MMAD's tables), reasoning/answer consistency."""
+    fmt = lambda v: "-" if v is None else f"{v:.2f}%"  # noqa: E731
+    n, total = errors["unanswered"], errors["questions"]
+    rule = ("count as wrong (--unanswered wrong)" if unanswered == "wrong"
+            else "are dropped from the denominator (--unanswered drop, MMAD's published tables)")
+    lines = [f"Anomaly Detection: overkill {fmt(errors['overkill'])} (normal images called defective), "
+             f"miss {fmt(errors['miss'])} (defective images called normal).",
+             f"Unanswered questions: {n} of {total}; in the tables they {rule}."]
+    if "grounding_iou" in errors:
+        lines.insert(1, f"Defect Grounding: mean IoU {errors['grounding_iou']:.3f}.")
+    if n:
+        both = {u: summarize(records, u)["Average"].get("Average") for u in UNANSWERED}
+        lines.append(f"Average with unanswered as wrong: {fmt(both['wrong'])}; dropped (MMAD's convention): "
+                     f"{fmt(both['drop'])}.")
+    lines += ["", f"Reasoning/answer consistency: % of well-formed replies ({agree['well_formed']} of "
+              f"{agree['replies']}) whose reasoning concludes the option they answer (what ROAM trains).", "",
+              _markdown("Consistency", [k for k in QUESTION_TYPES if k in agree] + ["Overall"],
+                        [("%", agree, False)])]
+    return "\n".join(lines) + "\n"
+
+
 def evaluate(cfg: Config) -> dict:
     """Answer, score and write OUT/answers.jsonl, results.json, results.md; return results."""
     if cfg.limit is not None and cfg.limit < 1:
@@ -329,9 +384,9 @@ def evaluate(cfg: Config) -> dict:
     out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
     os.makedirs(out, exist_ok=True)
     samples, json_path = load_questions(cfg)
-    # Answers from another setting must not be mixed into this one's table.
+    # Answers from another setting must not be mixed into this one's table (--unanswered only re-scores them).
     setting = {k: v for k, v in dataclasses.asdict(cfg).items()
-               if k not in ("root", "limit", "out", "batch_size", "device")}
+               if k not in ("root", "limit", "out", "batch_size", "device", "unanswered")}
     setting["data"] = os.path.abspath(json_path)
     setting["model"] = cfg.model if cfg.model == "tiny" else os.path.abspath(cfg.model)
     setting_path = os.path.join(out, "setting.json")
@@ -360,22 +415,16 @@ def evaluate(cfg: Config) -> dict:
         return generate_texts
 
     records, generated = answer_all(samples, out, load_generator, cfg.batch_size, cfg.seed, cfg.shuffle)
-    summary, errors = summarize(records), detection_errors(records)
+    summary, errors, agree = summarize(records, cfg.unanswered), detection_errors(records), consistency(records)
     meta = {"model": cfg.model, "data": setting["data"], "split": cfg.split, "shots": cfg.shots,
-            "templates": cfg.templates, "seed": cfg.seed, "shuffle": cfg.shuffle, **errors,
-            "generated": generated, "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    results = {**summary, "_meta": meta}
+            "templates": cfg.templates, "seed": cfg.seed, "shuffle": cfg.shuffle, "unanswered_rule": cfg.unanswered,
+            **errors, "generated": generated, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    results = {**summary, "_meta": meta, "_consistency": agree}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    row = [(name, summary)]
-    fmt = lambda v: "-" if v is None else f"{v:.2f}%"  # noqa: E731
     md = (f"# MMAD: {cfg.model}, {cfg.shots}-shot, {cfg.templates} templates, {os.path.basename(json_path)} "
-          f"({cfg.split})\n\n{table_subtasks(row)}\n\n{table_datasets(row)}\n\n"
-          f"Anomaly Detection: overkill {fmt(errors['overkill'])} (normal images called defective), "
-          f"miss {fmt(errors['miss'])} (defective images called normal).\n"
-          + (f"Defect Grounding: mean IoU {errors['grounding_iou']:.3f}.\n" if "grounding_iou" in errors else "")
-          + f"Unanswered questions count as wrong (MMAD's script drops them): "
-            f"{errors['unanswered']} of {errors['questions']}.\n")
+          f"({cfg.split})\n\n{table_subtasks([(name, summary)])}\n\n{table_datasets([(name, summary)])}\n\n"
+          + _notes(records, errors, agree, cfg.unanswered))
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(md)
     print(md)

@@ -377,18 +377,15 @@ def score(prompts, texts, batches, processor, cfg, class_counts, extra_reward=No
     for i, (sample, batch) in enumerate(zip(prompts, batches)):
         group = texts[i * G:(i + 1) * G]
         answer = gold_answer(sample, batch, processor)
-        scores = roam.score_group(reward_names(cfg), group, answer, sample.options, label=sample.label,
-                                  class_counts=class_counts)
+        # one parse per completion gives every reward part and the logged accuracy and consistency (§3.3)
+        scores, logs = roam.judge_group(reward_names(cfg), group, answer, sample.options, label=sample.label,
+                                        class_counts=class_counts)
         for name, values in scores.items():
             parts[name] += values
         if extra_reward is not None:
             parts["extra"] += [float(extra_reward(t, sample)) for t in group]
-        for text in group:
-            logged["accuracy"].append(roam.accuracy_reward(text, answer, sample.options))
-            # what ROAM is for (§3.3): the reasoning concludes the very option the answer gives
-            p = roam.parse(text)
-            think, said = roam.extract_choice(p.think, sample.options), roam.extract_choice(p.answer, sample.options)
-            logged["consistency"].append(float(p.well_formed and think is not None and think == said))
+        for name, values in logs.items():
+            logged[name] += values
     parts = {name: torch.tensor(v) for name, v in parts.items()}                 # {name: [N]}
     return sum(parts.values()), parts, {k: torch.tensor(v) for k, v in logged.items()}  # [N], {name: [N]}, {[N]}
 

@@ -2,7 +2,8 @@
 and the tiers of §4.5), accuracy, format, the LR-IAD rare-defect reward (arXiv 2504.19524) and box IoU.
 
 A completion is scored from text alone:  <think> reasoning </think> <answer> choice </answer>.
-`extract_choice` decides which option letter a piece of text concludes; every reward is built on it.
+`extract_choice` decides which option letter a piece of text concludes; `judge` reads a completion once
+and gives every reward built on it, plus the reasoning/answer consistency that grpo.py and eval.py report.
 Pure python on purpose: rewards must never raise on whatever the policy samples, and must be
 checkable by hand. Usage:  python roam.py "<think>..</think><answer>B</answer>" --answer B --options "A=Yes.,B=No."
 """
@@ -62,17 +63,49 @@ def parse(text: str) -> Parsed:
 
 
 # ---------------------------------------------------------------- which option does a text conclude?
-# A mention is either an option letter or an option's own text; the mention that ends last wins, because
-# reasoning conventionally ends on its conclusion ("... so the answer is B"). Negation is not modelled:
-# "not B" mentions B. Regexes are plain alternations with fixed look-arounds, so matching is linear.
-
-# Letter token: not glued to a word ("PCB", "3D", "A-D", "B's", "E.g."). Letters are case-sensitive:
-# a lowercase "a" is always the article.
-_LETTER = r"(?<![\w-])({})(?![\w]|[-'’.]\w)"
+# Read the way a careful person reads an answer. Every mention of an option (its letter, or its text) is
+#   explicit  when it stands as a conclusion: after a cue ("the answer is B", "so B", "I choose (B)",
+#             "答案是B"), before a verdict ("option B is correct"), or alone as the text's last sentence;
+#   bare      otherwise ("I see a stain near the rim", "A at first, but on reflection B");
+#   dropped   when negated ("not B", "no scratch", "A, C and D are unlikely") or when it only restates an
+#             option ("A. Yes. B. No." as a list).
+# The last explicit mention wins; bare mentions decide only where there is none. Option texts that are
+# ordinary words (Yes/No, ...) never count as bare: "No other defects", "no doubt", "Yes, I will look" are
+# words inside a sentence. They count after a cue ("so yes", "The answer is no."), as the text's first or
+# last sentence alone ("No." ... / ... "No."), or opening an answer ("Yes, there is a crack").
+# Each mention looks at most _WINDOW characters either side with anchored regexes: linear in the text.
+_WINDOW = 60
+_ORDINARY = frozenset("yes no none true false maybe normal good correct incorrect right wrong both neither all one"
+                      .split())
+# Letter token: not glued to a Latin word or digit ("PCB", "3D", "A-D", "B's", "E.g."); CJK around it is fine
+# ("答案是A。"). Letters are case-sensitive: a lowercase "a" is always the article.
+_LETTER = r"(?<![A-Za-z0-9_-])({})(?![A-Za-z0-9_]|[-'’.][A-Za-z0-9])"
 # "A" followed by a lowercase word at the start of a sentence is the article ("A small hole is visible.",
 # "Yes. A crack ..."); mid-sentence ("I choose A because") or after a cue ("Answer: A because") it is the option.
 _WORD_AHEAD = re.compile(r"\s+[a-z]")
 _CUE_BEHIND = re.compile(r"(?i)\b(?:option|choice|answer)(?:\s+is)?[*\s]*[:：]?[*\s]*[(\[]?\s*$")
+# A cue right before the mention: "answer: ", "the answer is **", "correct option would be (", "so ", "I choose".
+_TIGHT_CUE = re.compile(
+    r"(?i)(?:\banswer|\b(?:answer|option|choice)s?\s+(?:is|would\s+be|should\s+be|must\s+be|will\s+be|"
+    r"here\s+is|seems\s+to\s+be|appears\s+to\s+be)|\b(?:so|therefore|thus|hence|but|say|choose|chose|pick|select|"
+    r"go\s+with|opt\s+for)|答案(?:是|为|為|应该是|應該是)?|所以|因此|故|选择?|選擇?)"
+    r"[\s*:：,，(\[“\"'「]*(?:(?:option|choice)[\s*(\[]*)?$")
+# A cue anywhere earlier in the same sentence: "Therefore, given the crack on the cap, D."
+_LOOSE_CUE = re.compile(r"(?i)\b(?:so|therefore|thus|hence|conclude|conclusion|choose|chose|pick|select|"
+                        r"final\s+answer|answer\s+is)\b|答案|所以|因此|故|选")
+_VERDICT_AHEAD = re.compile(r"(?i)[\s*)\]」]*(?:is|seems|appears|looks)\s+(?:to\s+be\s+)?(?:the\s+)?(?:most\s+)?"
+                            r"(?:correct|right|best|accurate|appropriate|answer)\b")
+_NEGATION_BEHIND = re.compile(r"(?i)(?:\b(?:not|no|never|nor|neither|without|than|except|excluding|rule\s+out|"
+                              r"instead\s+of)|n't|不是|并非|並非|非)(?:\s+[\w-]+){0,3}?[\s*(\[]*$")
+_NEGATION_AHEAD = re.compile(r"(?i)[\s*)\]」]*(?:(?:,|\band\b|\bor\b)\s*(?:options?\s*)?\(?[A-Z]\)?[\s*)]*)*"
+                             r"(?:\b(?:is|are|was|were|seems?|appears?|looks?)\b\s*)?(?:\b(?:each|all|both|also|"
+                             r"clearly|definitely|probably|likely)\s+)?(?:not\b|n't|unlikely|incorrect|wrong|"
+                             r"ruled\s+out|excluded|eliminated|impossible)")
+_ANSWERING_AHEAD = re.compile(r"(?i)\s*[,，]\s*(?:there|it|this|that|they|the|its)\b")   # "Yes, there is ..."
+_CLAUSE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.,;:!?。，；！？\n]|$)")
+_SENTENCE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.!?。！？\n]|$)")
+_BREAKS = ".!?。！？\n"   # what ends a sentence
+_EDGE = " \t\r\n*_`\"'“”「」()[]（）#>-.,;:!?。，！？：；"   # what may stand around a conclusion alone
 
 
 @functools.lru_cache(maxsize=1024)
@@ -80,12 +113,15 @@ def _patterns(options: tuple) -> tuple:
     letters = [k for k, _ in options if k]
     letter_re = re.compile(_LETTER.format("|".join(map(re.escape, sorted(letters, key=len, reverse=True))))) \
         if letters else None
-    text_res = []
+    text_res, restate = [], {}
     for k, v in options:
         words = str(v).strip().rstrip(".!?;:,。").strip().lower().split()
         if words:   # "Top left." matches "top  left", "TOP LEFT" but not "stop left" or "eyes" for "Yes."
-            text_res.append((k, re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)", re.I)))
-    return letter_re, text_res
+            body = r"\s+".join(map(re.escape, words))
+            text_res.append((k, re.compile(r"(?<!\w)" + body + r"(?!\w)", re.I), " ".join(words) in _ORDINARY))
+            # a letter followed by its own text ("B. No", "(B): No", "**B** No") restates the option
+            restate[k] = re.compile(r"[\s*)\]]*[.:：)\-–]?[\s*]*" + body + r"(?!\w)", re.I)
+    return letter_re, text_res, restate
 
 
 def _is_article(text: str, start: int, end: int) -> bool:
@@ -98,22 +134,70 @@ def _is_article(text: str, start: int, end: int) -> bool:
     return not before or not (before[-1].isalnum() or before[-1] == ",")
 
 
+def _sentence_before(text: str, start: int) -> tuple[str, bool]:
+    """The part of the current sentence before `start` (at most _WINDOW chars), and whether that sentence
+    starts within the window (so the mention may open it)."""
+    window = text[max(0, start - _WINDOW):start]
+    cut = max(window.rfind(ch) for ch in _BREAKS)
+    return (window[cut + 1:], True) if cut >= 0 else (window, start <= _WINDOW)
+
+
+def _classify(text, start, end, lo, hi, ordinary) -> int | None:
+    """2 = explicit, 1 = bare, None = not a conclusion, for the mention text[start:end]; [lo, hi) is the
+    text without its edge punctuation, for "alone as the first / last sentence"."""
+    before, opens = _sentence_before(text, start)
+    ahead = text[end:end + _WINDOW]
+    if _NEGATION_BEHIND.search(before[-_WINDOW // 2:]) or _NEGATION_AHEAD.match(ahead):
+        return None
+    alone_before = opens and not before.strip(_EDGE)
+    last = end >= hi
+    if alone_before and (last or (ordinary and start <= lo and _SENTENCE_END_AHEAD.match(ahead))):
+        return 2   # "B", "(B)", "No." as the whole text or its last sentence; "No." opening it
+    tight = _TIGHT_CUE.search(before)
+    if ordinary:   # a plain word counts only as a conclusion that ends its clause: "so yes.", not "so no other"
+        if tight and _CLAUSE_END_AHEAD.match(ahead):
+            return 2
+        return 2 if alone_before and _ANSWERING_AHEAD.match(ahead) else None
+    if tight or _LOOSE_CUE.search(before) or _VERDICT_AHEAD.match(ahead):
+        return 2
+    return 1
+
+
 def extract_choice(text: str, options: dict) -> str | None:
-    """The option letter `text` concludes: the last mention, by end position, of a letter that is a key of
-    `options` ("B", "(B)", "B.", "option B", "answer is B") or of an option's text ("No.", "scratch").
-    Ties on the end position go to the longer match ("deep scratch" beats "scratch")."""
+    """The option letter `text` concludes: the last explicit mention of an option, else the last bare one
+    (rules above). A letter is a key of `options` ("B", "(B)", "**B**"); a text is an option's value, matched
+    case-insensitively on word boundaries ("No.", "top  left"). Ties on the end position go to the longer
+    match ("deep scratch" beats "scratch")."""
     if not isinstance(text, str) or not text or not options:
         return None
-    letter_re, text_res = _patterns(tuple((str(k), str(v)) for k, v in options.items()))
-    best = None  # (end, length, letter)
+    letter_re, text_res, restate = _patterns(tuple((str(k), str(v)) for k, v in options.items()))
+    stripped = text.strip(_EDGE)
+    lo = text.find(stripped[:1]) if stripped else 0
+    hi = lo + len(stripped)
+    best = {1: None, 2: None}   # rank -> (end, length, letter)
+    covered = set()             # starts of option texts that only label a letter ("B. No." -> "No")
+    mentions = []
     if letter_re is not None:
         for m in letter_re.finditer(text):
-            if not _is_article(text, m.start(1), m.end(1)):
-                best = max(best or (-1, 0, ""), (m.end(), m.end() - m.start(), m.group(1)))
-    for letter, pattern in text_res:
+            start, end, letter = m.start(1), m.end(1), m.group(1)
+            if _is_article(text, start, end):
+                continue
+            r = restate.get(letter)
+            label = r.match(text, end) if r else None
+            if label:
+                covered.add(label.end())
+            mentions.append((start, label.end() if label else end, letter, False, bool(label)))
+    for letter, pattern, ordinary in text_res:
         for m in pattern.finditer(text):
-            best = max(best or (-1, 0, ""), (m.end(), m.end() - m.start(), letter))
-    return best[2] if best else None
+            if m.end() not in covered:
+                mentions.append((m.start(), m.end(), letter, ordinary, False))
+    for start, end, letter, ordinary, restated in mentions:
+        rank = _classify(text, start, end, lo, hi, ordinary)
+        if rank is None or (restated and rank == 1):   # a restated option is never a bare conclusion
+            continue
+        best[rank] = max(best[rank] or (-1, 0, ""), (end, end - start, letter))
+    top = best[2] or best[1]
+    return top[2] if top else None
 
 
 def _gold(answer: str, options: dict) -> str | None:
@@ -122,6 +206,31 @@ def _gold(answer: str, options: dict) -> str | None:
 
 
 # ---------------------------------------------------------------- per-completion rewards
+def _roam(well_formed: bool, t: str | None, a: str | None, g: str | None) -> float:
+    if not well_formed:
+        return 0.0
+    if t is None:
+        if a is None:
+            return ROAM_INCONSISTENT
+        return ROAM_CORRECT_ANSWER_ONLY if a == g else ROAM_ANSWER_ONLY_WRONG
+    if a != t:
+        return ROAM_INCONSISTENT
+    return ROAM_CORRECT_WITH_REASONING if a == g else ROAM_CONSISTENT_WRONG
+
+
+def judge(completion: str, answer: str, options: dict) -> dict:
+    """One completion read once: `think`/`answer` (the option letters the reasoning and the answer block
+    conclude, or None), `gold`, the rewards `roam`, `accuracy`, `format`, and `consistency`: 1.0 when the
+    completion is well formed and its reasoning concludes the very option it answers (what ROAM trains, §3.3)."""
+    p = parse(completion)
+    g = _gold(answer, options)
+    t, a = extract_choice(p.think, options), extract_choice(p.answer, options)
+    return {"think": t, "answer": a, "gold": g, "roam": _roam(p.well_formed, t, a, g),
+            # only the <answer> block is read: falling back to the whole text would pay for naming every option
+            "accuracy": 1.0 if a is not None and a == g else 0.0, "format": 1.0 if p.well_formed else 0.0,
+            "consistency": 1.0 if p.well_formed and t is not None and t == a else 0.0}
+
+
 def roam_reward(completion: str, answer: str, options: dict) -> float:
     """ROAM, eq. (7): R = Φ(R_μ, R_γ) + Ψ(O_ν, A_γ, R_μ), with the tiers of §4.5 (table in DESIGN.md).
 
@@ -137,24 +246,11 @@ def roam_reward(completion: str, answer: str, options: dict) -> float:
         ≠ g         = t              0.1    consistent but wrong
         any         ≠ t              0      reasoning and answer disagree (t = g, a = none included)
     """
-    p = parse(completion)
-    if not p.well_formed:
-        return 0.0
-    g = _gold(answer, options)
-    t, a = extract_choice(p.think, options), extract_choice(p.answer, options)
-    if t is None:
-        if a is None:
-            return ROAM_INCONSISTENT
-        return ROAM_CORRECT_ANSWER_ONLY if a == g else ROAM_ANSWER_ONLY_WRONG
-    if a != t:
-        return ROAM_INCONSISTENT
-    return ROAM_CORRECT_WITH_REASONING if a == g else ROAM_CONSISTENT_WRONG
+    return judge(completion, answer, options)["roam"]
 
 
 def accuracy_reward(completion: str, answer: str, options: dict) -> float:
-    # Only the <answer> block is read: falling back to the whole text would pay for naming every option.
-    a = extract_choice(parse(completion).answer, options)
-    return 1.0 if a is not None and a == _gold(answer, options) else 0.0
+    return judge(completion, answer, options)["accuracy"]
 
 
 def format_reward(completion: str, answer: str = "", options: dict | None = None) -> float:
@@ -241,7 +337,10 @@ def rare_defect_reward(completions, answer, options, label="good", class_counts=
     Note: within a group this is a constant times accuracy, and GRPO's (r − mean)/std removes constants,
     so alone it trains like accuracy; its effect is in a sum, where it sets how much correctness weighs
     against ROAM/format on rare classes and hard prompts."""
-    correct = [accuracy_reward(c, answer, options) for c in completions]
+    return _rare([accuracy_reward(c, answer, options) for c in completions], label, class_counts, alpha, gamma)
+
+
+def _rare(correct, label, class_counts, alpha=RARE_ALPHA, gamma=RARE_GAMMA) -> list[float]:
     if not correct:
         return []
     p = sum(correct) / len(correct)
@@ -249,22 +348,34 @@ def rare_defect_reward(completions, answer, options, label="good", class_counts=
     return [bonus * c for c in correct]
 
 
-def score_group(names, completions, answer, options, label="good", class_counts=None) -> dict[str, list[float]]:
-    """Score one group of G completions of the same prompt: {name: [G floats]} per requested reward.
-    `names` is a list or a comma string ("accuracy,roam"); training sums the lists."""
+_JUDGED = {"accuracy": accuracy_reward, "format": format_reward, "roam": roam_reward}   # read off judge()
+
+
+def judge_group(names, completions, answer, options, label="good", class_counts=None) -> tuple[dict, dict]:
+    """Score one group of G completions of the same prompt, parsing each completion once (judge):
+    ({name: [G floats]} per requested reward, {"accuracy": [G], "consistency": [G]}). `names` is a list or a
+    comma string ("accuracy,roam"); training sums the first dict, the second is logged whatever is trained."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     valid = sorted(REWARDS) + ["rare"]
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(f"unknown reward(s) {', '.join(unknown)}; valid names: {', '.join(valid)}")
+    judged = [judge(c, answer, options) for c in completions]
     out = {}
     for n in names:
         if n == "rare":
-            out[n] = rare_defect_reward(completions, answer, options, label, class_counts)
+            out[n] = _rare([j["accuracy"] for j in judged], label, class_counts)
+        elif REWARDS[n] is _JUDGED.get(n):   # a reward a user swapped into REWARDS is called as is
+            out[n] = [j[n] for j in judged]
         else:
             out[n] = [float(REWARDS[n](c, answer, options)) for c in completions]
-    return out
+    return out, {k: [j[k] for j in judged] for k in ("accuracy", "consistency")}
+
+
+def score_group(names, completions, answer, options, label="good", class_counts=None) -> dict[str, list[float]]:
+    """{name: [G floats]} per requested reward for one group (judge_group's first half)."""
+    return judge_group(names, completions, answer, options, label, class_counts)[0]
 
 
 def main(argv=None) -> int:
@@ -277,9 +388,9 @@ def main(argv=None) -> int:
     if args.options and not options:
         print('error: --options must look like "A=Yes.,B=No."', file=sys.stderr)
         return 2
-    p = parse(args.completion)
-    print(f"think choice:  {extract_choice(p.think, options)}\nanswer choice: {extract_choice(p.answer, options)}"
-          f"\nwell formed:   {p.well_formed}")
+    j = judge(args.completion, args.answer, options)
+    print(f"think choice:  {j['think']}\nanswer choice: {j['answer']}\nwell formed:   {bool(j['format'])}"
+          f"\nconsistent:    {bool(j['consistency'])}")
     for name, fn in REWARDS.items():
         print(f"{name:9s} {fn(args.completion, args.answer, options):.4f}")
     return 0

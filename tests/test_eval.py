@@ -74,6 +74,60 @@ def test_summarize_hand_computed():
     assert ev.summarize([]) == {"Average": {}}
 
 
+def test_summarize_drop_unanswered_hand_computed():
+    m = ev.summarize(hand_made(), unanswered="drop")["MVTec-AD"]
+    assert m["Defect Classification"] == 100.0            # the unanswered one leaves the denominator: 1 of 1
+    assert m["Anomaly Detection"] == pytest.approx(100 / 3)   # nothing unanswered there: as with "wrong"
+    assert ev.summarize(hand_made()) == ev.summarize(hand_made(), unanswered="wrong")   # the default
+    with pytest.raises(ValueError, match="wrong, drop"):
+        ev.summarize(hand_made(), unanswered="skip")
+
+
+def test_drop_removes_only_the_unanswered_question():
+    # MMAD's summary script calls list.remove inside its loop over that list, so the record right after each
+    # unanswered one is skipped too: here it would skip both wrong answers and report 100%.
+    bad = "VisA/candle/test/bad/{}.JPG"
+    records = [rec(bad.format(0), "Defect Classification", "B", None),
+               rec(bad.format(1), "Defect Classification", "B", "C"),    # right after an unanswered one
+               rec(bad.format(2), "Defect Classification", "B", None),
+               rec(bad.format(3), "Defect Classification", "B", None),   # two in a row
+               rec(bad.format(4), "Defect Classification", "B", "A"),
+               rec(bad.format(5), "Defect Classification", "B", "B")]
+    assert ev.summarize(records, "drop")["VisA"]["Defect Classification"] == pytest.approx(100 / 3)   # 1 of 3
+    assert ev.summarize(records, "wrong")["VisA"]["Defect Classification"] == pytest.approx(100 / 6)  # 1 of 6
+    only_unanswered = [rec(bad.format(0), "Defect Analysis", "A", None)]
+    assert ev.summarize(only_unanswered, "drop") == {"Average": {}}
+
+
+def test_consistency_per_subtask():
+    pytest.importorskip("roam")
+    bad = "VisA/candle/test/bad/{}.JPG"
+    def said(kind, think, answer, gold="A"):
+        output = f"<think>{think}</think><answer>{answer}</answer>"
+        return {**rec(bad.format(0), kind, gold, answer, YN), "output": output}
+    records = [said("Anomaly Detection", "The wick is bent, so the answer is A. No other defects.", "A"),  # consistent
+               said("Anomaly Detection", "There is no template image.", "A"),   # concludes nothing: not consistent
+               said("Anomaly Detection", "So the answer is no.", "A"),          # disagrees
+               {**said("Anomaly Detection", "so A", "A"), "output": "A"},       # not well formed: not counted
+               said("Defect Analysis", "Therefore, B.", "B", gold="A"),        # consistent though wrong
+               said("Defect Grounding", "so A", "A")]                          # not a choice subtask
+    c = ev.consistency(records)
+    assert c == {"Anomaly Detection": pytest.approx(100 / 3), "Defect Analysis": 100.0,
+                 "Overall": 50.0, "well_formed": 4, "replies": 5}
+    assert ev.consistency([]) == {"well_formed": 0, "replies": 0}
+
+
+def test_results_md_gives_both_averages_when_some_are_unanswered():
+    pytest.importorskip("roam")
+    records = hand_made()   # one unanswered Defect Classification question
+    notes = ev._notes(records, ev.detection_errors(records), ev.consistency(records), "drop")
+    assert "Unanswered questions: 1 of 12; in the tables they are dropped from the denominator" in notes
+    wrong, drop = (ev.summarize(records, u)["Average"]["Average"] for u in ("wrong", "drop"))
+    assert f"Average with unanswered as wrong: {wrong:.2f}%; dropped (MMAD's convention): {drop:.2f}%." in notes
+    answered = [r for r in records if r["predicted"] is not None]
+    assert "Average with" not in ev._notes(answered, ev.detection_errors(answered), ev.consistency(answered), "wrong")
+
+
 def test_normal_means_a_good_path_component():
     assert ev.is_normal("GoodsAD/cigarette_box/test/good/001.jpg")
     assert not ev.is_normal("GoodsAD/drink_goods/test/bad/001.jpg")  # "goods" is not "good"
@@ -244,10 +298,15 @@ def test_tiny_model_end_to_end_and_resume(tmp_path, capsys, request):
     results = json.loads((out / "results.json").read_text())
     assert len(first) == 6 and results["_meta"]["generated"] == 6 and results["_meta"]["questions"] == 6
     assert "Average" in results and ev.datasets(results)
-    assert "Unanswered questions count as wrong" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "count as wrong (--unanswered wrong)" in md and "Reasoning/answer consistency" in md
+    assert results["_consistency"]["replies"] == 6
 
     assert ev.main(argv) == 0                    # nothing left: nothing asked twice
     assert lines(out / "answers.jsonl") == first
     assert json.loads((out / "results.json").read_text())["_meta"]["generated"] == 0
     assert ev.main(argv[:-2] + ["--shots", "0", "--out", str(out)]) == 2   # other setting, same folder
     assert "another setting (shots differ)" in capsys.readouterr().err
+    assert ev.main(argv + ["--unanswered", "drop"]) == 0                   # only re-scores the same answers
+    assert json.loads((out / "results.json").read_text())["_meta"]["unanswered_rule"] == "drop"
+    assert "dropped from the denominator (--unanswered drop" in (out / "results.md").read_text()

@@ -76,8 +76,9 @@ CHOICES = [
     ("top left", WHERE, "A"), ("the defect is in the Top   Right corner", WHERE, "B"),
     ("bottom\nleft", WHERE, "C"),
     # yes/no questions answered in words
-    ("there is no defect, so the answer is no", YN, "B"), ("No defect is visible.", YN, "B"),
-    ("Yes, there is a crack.", YN, "A"),
+    ("there is no defect, so the answer is no", YN, "B"), ("Yes, there is a crack.", YN, "A"),
+    ("So yes.", YN, "A"), ("The answer is no.", YN, "B"), ("answer: (B)", KIND, "B"), ("therefore B", KIND, "B"),
+    ("I choose B", KIND, "B"), ("option B is correct", KIND, "B"), ("所以答案是A。", YN, "A"), ("答案：B", YN, "B"),
     # last conclusive mention wins, letters and texts alike
     ("A at first, but on reflection B", KIND, "B"), ("B. No wait, option A", KIND, "A"),
     ("It looks like a hole... actually a scratch", KIND, "A"), ("scratch? no, the answer is B", KIND, "B"),
@@ -91,6 +92,83 @@ CHOICES = [
 @pytest.mark.parametrize("text,options,expected", CHOICES)
 def test_extract_choice(text, options, expected):
     assert extract_choice(text, options) == expected
+
+
+# ---------------------------------------------------------------- realistic completions, as Qwen2.5-VL-Instruct writes
+# Each row: reasoning, answer block, gold, options, the ROAM reward a careful reader gives by §4.5 (the
+# table in roam_reward's docstring). NY is YN reshuffled, as eval.py and MMAD do: "No." is then option A.
+NY = {"A": "No.", "B": "Yes."}
+REAL = [
+    # --- Yes/No (Anomaly Detection), yes/no used as ordinary words
+    ("The cap is cracked, so the answer is A. No other anomalies are visible.", "A", "A", YN, 1.0),  # issue 11
+    ("There is no template image, so I rely on the query alone.", "A", "A", YN, 0.8),   # "no template": no conclusion
+    ("Yes, I will look at the image carefully. The bottle mouth shows a chip on the rim.", "A", "A", YN, 0.8),
+    ("Yes, there is a crack running across the cap, which the template does not have.", "A", "A", YN, 1.0),
+    ("No, there is no defect. The surface is uniform and matches the normal sample.", "B", "B", YN, 1.0),
+    ("Comparing the query image with the template, I see no visible defects on the screw. The thread is "
+     "regular and the head is intact. Therefore, the answer is No.", "B", "B", YN, 1.0),
+    ("There is no doubt that the pill has a red speck near the edge, which is not present in the normal "
+     "sample. So yes, there is an anomaly.", "A", "A", YN, 1.0),   # "So yes," is a cue; "no doubt" is not a no
+    ("The hazelnut looks normal at first glance, but there is a small hole on the shell. No other defects "
+     "are visible. The answer is A.", "A", "A", YN, 1.0),   # "No other defects" sits between, never read
+    ("The carpet texture is consistent with the template and no anomalies are visible.", "B", "B", YN, 0.8),
+    ("The metal nut has no scratches and no bent edges. Everything looks fine.\nNo.", "B", "B", YN, 1.0),  # final "No."
+    ("Yes. The transistor's left lead is bent compared with the normal image.", "A", "A", YN, 1.0),  # answer first
+    ("The wood grain is regular, so there is no defect. The answer is no.", "A", "B", YN, 0.0),  # says no, answers A
+    ("There is a visible scratch on the surface, so the answer is yes.", "A", "B", YN, 0.1),  # consistent, wrong
+    ("Looking closely, I do not see any contamination. So no.", "B", "A", YN, 0.1),
+    ("I cannot see any defect clearly.", "B", "A", YN, 0.05),
+    ("Comparing the two images, the print on the capsule is intact. I would say no.", "B", "B", YN, 1.0),   # hedged reasoning concludes nothing, answer wrong
+    # reshuffled options: the letter of "No." is A
+    ("The zipper teeth are aligned and no fabric is torn. Therefore, the answer is A.", "A", "A", NY, 1.0),
+    ("The cable insulation is cut near the middle, so the answer is yes (B).", "B", "B", NY, 1.0),
+    ("The correct option is B: Yes.", "B", "B", NY, 1.0),   # the text restates the letter, one conclusion
+    # restated options
+    ("The options are A. Yes. B. No. The capsule print is smudged compared with the template, so A.", "A", "A", YN,
+     1.0),
+    ("The question asks whether there is a defect. Options: A. Yes, B. No. I need to compare both images.",
+     "B", "B", YN, 0.8),   # restating the options concludes nothing
+    # answers written as option text, markdown
+    ("The bottle is fine, so the answer is **No**.", "No.", "B", YN, 1.0),
+    ("There is a crack, so the answer is **A**.", "**A**", "A", YN, 1.0),
+    ("The surface is clean and no defects are visible.", "No", "B", YN, 0.8),
+    # Chinese replies
+    ("表面有划痕，所以答案是A。", "A", "A", YN, 1.0),   # issue 11: a letter next to CJK text
+    ("与模板相比，瓶口没有缺陷，因此选择B。", "B", "B", YN, 1.0),
+    ("图中螺丝头部有明显的划痕。答案：A", "B", "A", YN, 0.0),   # concludes A, answers B
+    ("我仔细观察了图像。", "B", "B", YN, 0.8),
+    # --- defect type (Defect Classification), option texts are content words
+    ("The query image shows a thin line across the plate, which looks like a scratch rather than a crack. "
+     "So the answer is A.", "A", "A", KIND, 1.0),
+    ("I see a dark stain near the rim.", "C", "C", KIND, 1.0),   # a bare mention concludes when nothing else does
+    ("It is not a hole, it is a scratch.", "A", "A", KIND, 1.0),   # "not a hole" is negated
+    ("The answer is B. Options A, C and D are each unlikely here.", "B", "B", KIND, 1.0),   # issue 11
+    ("B fits best, while A, C and D are unlikely.", "B", "B", KIND, 1.0),   # letters before "unlikely" are dropped
+    ("The answer is D. A stain can look similar, but this edge is split.", "D", "D", KIND, 1.0),  # a later bare mention
+    ("Therefore, given the round opening, B. A scratch would look thinner.", "B", "B", KIND, 1.0),   # cue earlier
+    ("Option C is correct. The rim also has a mark that could be mistaken for a scratch.", "C", "C", KIND, 1.0),
+    ("Options A and C are unlikely because the edge is intact. D is also unlikely. So B.", "B", "B", KIND, 1.0),
+    ("There is a round opening in the surface, which indicates a hole.", "Hole.", "B", KIND, 1.0),
+    ("At first it looks like a stain, but on closer inspection it is a crack.", "D", "D", KIND, 1.0),
+    ("It could be a scratch. However, the depth suggests a crack. Therefore, D.", "A", "D", KIND, 0.0),
+    ("The defect is a crack, so the answer is D.", "D", "B", KIND, 0.1),
+    ("Option C is correct because the discoloration matches a stain.", "C", "C", KIND, 1.0),
+    ("I choose option (B) since the material is missing in a circle.", "B", "B", KIND, 1.0),
+    ("The defect is not a stain.", "C", "B", KIND, 0.05),   # negated only: nothing concluded; answer wrong
+    ("Scratch is ruled out and so is stain; the best option is D.", "D", "D", KIND, 1.0),
+    # --- localisation
+    ("The scratch is in the top left corner of the image, so the answer is A.", "A", "A", WHERE, 1.0),
+    ("The defect is not in the center; it sits at the top right.", "B", "B", WHERE, 1.0),
+    ("The anomaly appears at the bottom left.", "D", "C", WHERE, 0.0),   # says C, answers D
+    ("I think the answer is C.", "C", "A", WHERE, 0.1),
+    # --- not well formed stays 0 whatever the reasoning says
+    ("The cap is cracked, so A.", "A</answer><answer>A", "A", YN, 0.0),
+]
+
+
+@pytest.mark.parametrize("think,answer,gold,options,expected", REAL, ids=[f"real{i}" for i in range(len(REAL))])
+def test_realistic_completions(think, answer, gold, options, expected):
+    assert roam_reward(c(think, answer), gold, options) == expected
 
 
 @pytest.mark.parametrize("text", [
@@ -112,6 +190,27 @@ def test_letters_that_are_not_options_or_not_standalone(text, options):
 @pytest.mark.parametrize("text", ["eyes", "I know", "nothing", "Yesterday", "nonzero", "a noisy image"])
 def test_option_text_only_on_word_boundaries(text):
     assert extract_choice(text, YN) is None
+
+
+@pytest.mark.parametrize("text", [
+    # "no"/"yes" as ordinary words inside a sentence conclude nothing (the determiner "no" included)
+    "No other anomalies are visible.", "There is no template image, so I rely on the query alone.",
+    "No defect is visible.", "There is no doubt the cap is intact.", "Yes, I will look at the image carefully.",
+    "so no other defect is present", "No visible defects, but let me check the thread. It looks fine too.",
+])
+def test_ordinary_words_inside_a_sentence_conclude_nothing(text):
+    assert extract_choice(text, YN) is None
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The answer is B. Options A, C and D are each unlikely here.", "B"),   # explicit beats later bare mentions
+    ("Options A, C and D are unlikely; B fits.", "B"),                      # negated letters are dropped
+    ("It is not a scratch, it is a hole.", "B"), ("There is a hole, not a scratch.", "B"),
+    ("B is not correct, so A.", "A"), ("The options are A. Scratch, B. Hole, C. Stain, D. Crack.", None),
+    ("The correct option is B: Hole.", "B"), ("**Answer: D**", "D"), ("选项D", "D"), ("D。", "D"),
+])
+def test_explicit_negated_and_restated(text, expected):
+    assert extract_choice(text, KIND) == expected
 
 
 @pytest.mark.parametrize("text", [None, 123, "<answer>", "\x00\xff", "(" * 1000])
@@ -290,6 +389,22 @@ def test_score_group():
     assert out["iou"] == [0.0] * 4
     assert out["rare"] == pytest.approx([0.25 * 1.8, 0.0, 0.0, 0.25 * 1.8])   # p = 1/2
     assert list(score_group("accuracy,roam", group, "B", KIND)) == ["accuracy", "roam"]
+
+
+def test_judge_reads_one_completion_once(monkeypatch):
+    j = roam.judge(c("The cap is cracked, so the answer is A. No other anomalies are visible.", "A"), "A", YN)
+    assert j == {"think": "A", "answer": "A", "gold": "A", "roam": 1.0, "accuracy": 1.0, "format": 1.0,
+                 "consistency": 1.0}
+    assert roam.judge(c("so B", "A"), "A", YN)["consistency"] == 0.0
+    assert roam.judge(c("so A", "A") + " more", "A", YN)["consistency"] == 0.0   # not well formed
+    calls = []
+    monkeypatch.setattr(roam, "parse", lambda text, parse=roam.parse: calls.append(text) or parse(text))
+    group = [RIGHT, WRONG, "garbage", c("I look closely.", "B"), c("so A", "B")]
+    parts, logs = roam.judge_group("accuracy,roam,format,rare", group, "B", KIND, "scratch", COUNTS)
+    assert calls == group                                          # one parse per completion, for every part
+    assert parts["roam"] == [roam_reward(t, "B", KIND) for t in group] == [1.0, 0.1, 0.0, 0.8, 0.0]
+    assert logs == {"accuracy": [1.0, 0.0, 0.0, 1.0, 1.0], "consistency": [1.0, 1.0, 0.0, 0.0, 0.0]}
+    assert parts["rare"] == rare_defect_reward(group, "B", KIND, "scratch", COUNTS)
 
 
 def test_score_group_unknown_name_lists_valid_ones():
