@@ -126,6 +126,7 @@ import torch.distributed as dist
 import anomalyr1
 import data
 import roam
+import synth
 
 
 def option(default, help):
@@ -301,7 +302,7 @@ def fsdp_modules(model):
 def load_data(cfg):
     """The few-shot training questions (§3.5: 600 images). Grounding questions only with the IoU reward."""
     if cfg.data is None:
-        root, path = data.ensure_synthetic()
+        root, path = synth.ensure_synthetic()
     else:
         path, root = cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))
     train_set, _ = data.few_shot(data.load_mmad(path, root), n_images=cfg.n_images, seed=cfg.seed)
@@ -582,7 +583,7 @@ def train(cfg, extra_reward=None):
             if cfg.model == "tiny":
                 anomalyr1.build_tiny()
             if cfg.data is None:
-                data.ensure_synthetic()
+                synth.ensure_synthetic()
             torch.set_num_threads(threads)
         if world > 1:
             dist.barrier()
