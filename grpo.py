@@ -127,6 +127,7 @@ import anomalyr1
 import data
 import roam
 import synth
+import tiny
 
 
 def option(default, help):
@@ -581,7 +582,7 @@ def train(cfg, extra_reward=None):
             threads = torch.get_num_threads()
             torch.set_num_threads(os.cpu_count() or 1)
             if cfg.model == "tiny":
-                anomalyr1.build_tiny()
+                tiny.build_tiny()
             if cfg.data is None:
                 synth.ensure_synthetic()
             torch.set_num_threads(threads)
@@ -711,7 +712,7 @@ def parse_config(argv=None):
 
 def print_plan(cfg):
     import plan
-    model = anomalyr1.build_tiny() if cfg.model == "tiny" else cfg.model
+    model = tiny.build_tiny() if cfg.model == "tiny" else cfg.model
     print(plan.format_table(plan.plan(
         model, gpus=cfg.gpus, group_size=cfg.group_size, logprob_batch=cfg.logprob_batch,
         prompts_per_step=cfg.prompts_per_step, max_completion=cfg.max_completion, templates=cfg.shots,
