@@ -3,10 +3,8 @@
     python anomalyr1.py --image query.png [--template normal.png ...] [--question "..." --options "A=Yes.,B=No."]
                         [--model tiny|/path/to/Qwen2.5-VL-3B-Instruct] [--out overlay.png]
 
-`--model tiny` (the default) builds a ~1 M-parameter Qwen2.5-VL fully offline the first time (tokenizer, chat
-template, image processor, config and weights), caches it in ~/.cache/anomalyr1/ (or $ANOMALYR1_CACHE), and warms
-it up on synthetic `<think>…</think><answer>X</answer>` replies so that, like an Instruct model, it already speaks
-the paper's format and GRPO has a signal. A real checkpoint is a local Hugging Face folder; it runs through exactly
+`--model tiny` (the default) builds a ~1 M-parameter Qwen2.5-VL fully offline the first time (tiny.py) and caches
+it in ~/.cache/anomalyr1/ (or $ANOMALYR1_CACHE). A real checkpoint is a local Hugging Face folder; it runs through exactly
 the same functions below.
 
 Prompt (paper §3.4 + MMAD's protocol):
@@ -18,14 +16,9 @@ Prompt (paper §3.4 + MMAD's protocol):
 """
 
 import argparse
-import json
-import math
 import os
-import random
 import re
 import sys
-import tempfile
-import shutil
 
 import numpy as np
 import torch
@@ -51,26 +44,6 @@ DEFAULT_OPTIONS = {"A": "Yes.", "B": "No."}
 # Paper §4.1: ultra-high-resolution images were compressed to 1000 × 800 to train within 48 GB GPUs.
 MAX_IMAGE_SIZE = (1000, 800)
 
-# Qwen2.5-VL's chat template (from the released Instruct checkpoints), so the tiny model's prompts are
-# token-for-token shaped like the real model's.
-QWEN_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
-    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
-    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
-    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
-    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
-    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content "
-    "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
-    "<|im_start|>assistant\n{% endif %}"
-)
-# Qwen's special tokens in Qwen's order (ids 151643… in the real vocabulary; appended after the BPE vocab here).
-QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>",
-]
 # A random or young policy can sample these; the next forward then fails ("Image features and image tokens do not
 # match"), so generation never emits them.
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
@@ -302,7 +275,11 @@ def load(model="tiny", device=None, dtype=None):
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # a "Loading weights" bar on stderr would bury our one-line errors
-    path = build_tiny() if model == "tiny" else model
+    if model == "tiny":
+        import tiny  # tiny.py imports this module for the prompt text: imported here, not at the top
+        path = tiny.build_tiny()
+    else:
+        path = model
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"no Qwen2.5-VL checkpoint at {path} (config.json missing) — pass --model tiny or "
                                 "the folder of a downloaded Qwen2.5-VL-*-Instruct")
@@ -322,174 +299,6 @@ def load(model="tiny", device=None, dtype=None):
         path, dtype=dtype, attn_implementation=attention, use_safetensors=True).to(device)
     processor = image_only_processor_class().from_pretrained(path)
     return policy, processor
-
-
-# ----------------------------------------------------------------------------- the tiny offline model
-
-TINY_VERSION = "tiny-v2"  # bump whenever the build changes: the cache is keyed by it
-DEFECTS = ["Scratch.", "Hole.", "Stain.", "Crack.", "Contamination.", "Deformation.", "Missing part.", "Color defect."]
-REGIONS = ["Top left.", "Top.", "Top right.", "Left.", "Center.", "Right.", "Bottom left.", "Bottom.", "Bottom right."]
-PRODUCTS = ["Metal plate.", "Fabric.", "Bottle top.", "Pcb.", "Pill.", "Screw.", "Cable.", "Bottle.", "Carpet.",
-            "Wood.", "Capsule.", "Hazelnut."]
-WARMUP_QUESTIONS = [  # (question, option pool, options per question): MMAD's question shapes
-    ("Is there any defect in the object?", ["Yes.", "No."], 2),
-    ("What type of defect is present in the object?", DEFECTS, 4),
-    ("Where is the defect located in the image?", REGIONS, 4),
-    ("What kind of product is shown in the image?", PRODUCTS, 4),
-    ("What is the likely impact of the defect on the product?",
-     ["It weakens the structure.", "It has no effect.", "It only changes the color.", "It affects the function."], 4),
-    ("Locate the defect in the object. Output its bounding box in JSON format.", [], 0),
-]
-THOUGHTS = [
-    "The query image shows the object. Comparing it with the options, {text} fits best, so the answer is {letter}.",
-    "I look at the object carefully and compare it with the normal sample. It matches {text}. The answer is {letter}.",
-    "The surface and the shape suggest {text}. So I choose option {letter}.",
-]
-
-
-def warmup_example(rng):
-    """One synthetic (question, options, reply): the reply reasons toward a random option and answers it.
-
-    The choice is random on purpose: the warm-up teaches the format and reasoning/answer consistency, not the
-    task, so that GRPO (not the warm-up) is what makes answers correct.
-    """
-    question, pool, k = WARMUP_QUESTIONS[rng.randrange(len(WARMUP_QUESTIONS))]
-    if k == 0:
-        x1, y1 = rng.randrange(0, 150), rng.randrange(0, 150)
-        box = [x1, y1, x1 + rng.randrange(10, 70), y1 + rng.randrange(10, 70)]
-        return question, {}, (f"<think>The defect is a small region that differs from the normal sample.</think>"
-                              f'<answer>{{"bbox_2d": {json.dumps(box)}}}</answer>')
-    options = dict(zip("ABCD", rng.sample(pool, k)))
-    letter = rng.choice(sorted(options))
-    thought = rng.choice(THOUGHTS).format(text=options[letter].rstrip(".").lower(), letter=letter)
-    return question, options, f"<think>{thought}</think><answer>{letter}</answer>"
-
-
-def warmup_image(rng, size=224):
-    """A procedural 'product photo': a coloured background, a shape, sometimes a dark blemish."""
-    image = Image.new("RGB", (size, size), tuple(rng.randrange(60, 200) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    x, y, r = rng.randrange(40, 184), rng.randrange(40, 184), rng.randrange(20, 60)
-    draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(rng.randrange(0, 256) for _ in range(3)))
-    if rng.random() < 0.5:
-        x, y = rng.randrange(size), rng.randrange(size)
-        draw.line([x, y, x + rng.randrange(-40, 40), y + rng.randrange(-40, 40)], fill=(20, 20, 20), width=3)
-    return image
-
-
-def build_tiny_tokenizer(corpus):
-    """Byte-level BPE (~1k tokens) with Qwen2's pre-tokenizer, then Qwen's special tokens in Qwen's order."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=1024, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    trained = json.loads(bpe.to_str())["model"]
-    vocab = dict(trained["vocab"])
-    for token in QWEN_SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
-    # eos = end of turn, pad = <|endoftext|>: as in Qwen2.5-VL-Instruct's tokenizer_config.json
-    return Qwen2Tokenizer(vocab=vocab, merges=merges, errors="replace", model_max_length=32768,
-                          eos_token=END_OF_TURN, pad_token="<|endoftext|>",
-                          additional_special_tokens=QWEN_SPECIAL_TOKENS[1:])
-
-
-def tiny_config(tokenizer):
-    """A 2-layer Qwen2.5-VL whose token ids come from the tokenizer, so prompts mean the same as for the real one."""
-    from transformers import Qwen2_5_VLConfig
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    return Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},  # sums to head_dim/2
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                           fullatt_block_indexes=[1]),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True)
-
-
-def warm_up(model, processor, rng, steps=240, batch_size=8, lr=3e-3):
-    """Teacher-forced next-token loss on synthetic replies only (the prompt tokens are not trained)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 *
-                                                 (1 + math.cos(math.pi * s / steps)))
-    images = [warmup_image(rng) for _ in range(64)]
-    model.train()
-    for _ in range(steps):
-        texts, reply_lengths, batch_images = [], [], []
-        for _ in range(batch_size):
-            question, options, reply = warmup_example(rng)
-            templates = [rng.choice(images)] if rng.random() < 0.5 else []
-            query = rng.choice(images)
-            prompt = processor.apply_chat_template(conversation(question, options, query, templates),
-                                                   add_generation_prompt=True, tokenize=False)
-            texts.append(prompt + reply + END_OF_TURN)
-            # The prompt ends in a newline and the reply starts a new pre-token, so they tokenize independently.
-            reply_lengths.append(len(processor.tokenizer(reply + END_OF_TURN).input_ids))
-            batch_images += templates + [query]
-        batch = processor(text=texts, images=batch_images, return_tensors="pt", padding=True, padding_side="right")
-        labels = torch.full_like(batch["input_ids"], -100)                          # [B, L]: -100 = not trained
-        for row, (length, reply_length) in enumerate(zip(batch["attention_mask"].sum(1).tolist(), reply_lengths)):
-            labels[row, length - reply_length:length] = batch["input_ids"][row, length - reply_length:length]
-        loss = model(**batch, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-    model.eval()
-    return loss.item()
-
-
-def build_tiny(out_dir=None, warmup_steps=240):
-    """Build (once) the offline tiny Qwen2.5-VL into the cache; deterministic; returns its folder."""
-    out_dir = out_dir or os.path.join(cache_dir(), TINY_VERSION)
-    if os.path.isfile(os.path.join(out_dir, "model.safetensors")):
-        return out_dir
-    from transformers import Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-    rng = random.Random(0)
-    corpus = [SYSTEM_PROMPT, RESPOND_LETTER, RESPOND_BOX, INSPECTOR, "Following is the query image:",
-              "Following is 2 images of normal sample, which can be used as a template to compare the image being "
-              "queried.", "Following is the question list:", "You are a helpful assistant."]
-    for _ in range(2000):
-        question, options, reply = warmup_example(rng)
-        corpus += [format_question(question, options), reply]
-    tokenizer = build_tiny_tokenizer(corpus)
-    # Small images keep CPU prompts short: at most 112×112 pixels = 16 visual tokens per image.
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)
-    processor = image_only_processor_class()(image_processor, tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
-    # One thread: the matrices are tiny, and extra threads spin against each other when torchrun ranks or other
-    # jobs share the cores (measured here: 10× slower with 2 threads per process on 2 busy cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = Qwen2_5_VLForConditionalGeneration(tiny_config(tokenizer))
-            warm_up(model, processor, random.Random(1), steps=warmup_steps)
-    finally:
-        torch.set_num_threads(threads)
-    # Save beside the target, then rename: a killed build or a second process never sees a half-written folder.
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".building-", dir=parent)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:  # another process finished first; its copy is identical
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 # ----------------------------------------------------------------------------- boxes and masks (paper §3.1)

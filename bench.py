@@ -3,7 +3,7 @@
     pip install trl==1.16.0        # the bench only; pulls accelerate, datasets, pandas, pyarrow; leaves torch alone
     python bench.py                # 4 rounds, each one run per side (8 steps, the first 2 dropped), ABBA order
 
-Both sides train the tiny Qwen2.5-VL (`anomalyr1.build_tiny()`) on the same prompts in the same order (grpo.py's
+Both sides train the tiny Qwen2.5-VL (`tiny.build_tiny()`) on the same prompts in the same order (grpo.py's
 few-shot split of the synthetic set: choice questions, `--shots` normal template images + the query image; TRL gets
 them in its VLM format and tokenizes them to the same ids and pixels), with G completions per prompt, P prompts per
 step, the same max completion length, temperature 1, vision tokens suppressed, reward accuracy + ROAM, β = 0.04,
@@ -34,6 +34,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 import anomalyr1
+import tiny
 import grpo
 import roam
 
@@ -169,7 +170,7 @@ def run_trl(args, out):
         on_step_end = on_train_begin
 
     dataset = Dataset.from_list([trl_row(s, cfg.shots, cfg.templates) for s in step_samples(cfg)])
-    model, processor = anomalyr1.load(anomalyr1.build_tiny(), device="cpu", dtype=torch.float32)
+    model, processor = anomalyr1.load(tiny.build_tiny(), device="cpu", dtype=torch.float32)
     # TRL stops and masks at the tokenizer's eos. The tiny tokenizer's is <|endoftext|>; Qwen2.5-VL-Instruct's, and
     # the one anomalyr1.generate stops at, is the end of turn.
     processor.tokenizer.eos_token = anomalyr1.END_OF_TURN

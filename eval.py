@@ -337,8 +337,9 @@ def parse_args(argv=None):
 
 def load_questions(cfg: Config):
     import data
+    import synth
     if cfg.data is None:
-        root, json_path = data.ensure_synthetic()
+        root, json_path = synth.ensure_synthetic()
         print(f"no --data: using the synthetic set {json_path}", file=sys.stderr)
     else:
         json_path, root = cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))

@@ -125,6 +125,8 @@ import anomalyr1
 import cli
 import data
 import roam
+import synth
+import tiny
 from cli import option
 
 
@@ -297,7 +299,7 @@ def fsdp_modules(model):
 def load_data(cfg):
     """The few-shot training questions (§3.5: 600 images). Grounding questions only with the IoU reward."""
     if cfg.data is None:
-        root, path = data.ensure_synthetic()
+        root, path = synth.ensure_synthetic()
     else:
         path, root = cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))
     train_set, _ = data.few_shot(data.load_mmad(path, root), n_images=cfg.n_images, seed=cfg.seed)
@@ -573,9 +575,9 @@ def train(cfg, extra_reward=None):
             threads = torch.get_num_threads()
             torch.set_num_threads(os.cpu_count() or 1)
             if cfg.model == "tiny":
-                anomalyr1.build_tiny()
+                tiny.build_tiny()
             if cfg.data is None:
-                data.ensure_synthetic()
+                synth.ensure_synthetic()
             torch.set_num_threads(threads)
         if world > 1:
             dist.barrier()
@@ -693,7 +695,7 @@ def parse_config(argv=None):
 
 def print_plan(cfg):
     import plan
-    model = anomalyr1.build_tiny() if cfg.model == "tiny" else cfg.model
+    model = tiny.build_tiny() if cfg.model == "tiny" else cfg.model
     print(plan.format_table(plan.plan(
         model, gpus=cfg.gpus, group_size=cfg.group_size, logprob_batch=cfg.logprob_batch,
         prompts_per_step=cfg.prompts_per_step, max_completion=cfg.max_completion, templates=cfg.shots,

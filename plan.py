@@ -294,8 +294,9 @@ def materialize(model, out, seed=0):
     case for memory and time.
     """
     import anomalyr1
+    from tiny import build_tiny
     config = load_config(model)
-    tiny = anomalyr1.build_tiny()
+    tiny = build_tiny()
     ids = AutoConfig.from_pretrained(tiny)
     for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
         setattr(config, name, getattr(ids, name))

@@ -23,5 +23,5 @@ def tiny():
 @pytest.fixture(scope="session")
 def synthetic():
     """(root, json_path) of the synthetic MVTec-layout set, built into MMAD-schema questions."""
-    import data
-    return data.ensure_synthetic()
+    import synth
+    return synth.ensure_synthetic()

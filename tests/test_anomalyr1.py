@@ -12,6 +12,7 @@ from PIL import Image
 
 import anomalyr1
 import roam
+from tiny import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, build_tiny
 from data import Sample
 
 
@@ -38,8 +39,8 @@ def test_tiny_build_is_offline_and_deterministic(tmp_path, monkeypatch):
         raise AssertionError("the tiny build tried to open a network connection")
     monkeypatch.setattr(socket, "socket", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    a = anomalyr1.build_tiny(str(tmp_path / "a"), warmup_steps=3)
-    b = anomalyr1.build_tiny(str(tmp_path / "b"), warmup_steps=3)
+    a = build_tiny(str(tmp_path / "a"), warmup_steps=3)
+    b = build_tiny(str(tmp_path / "b"), warmup_steps=3)
     for name in ["model.safetensors", "tokenizer.json", "config.json"]:
         assert digest(os.path.join(a, name)) == digest(os.path.join(b, name)), name
     assert not any(n.startswith(".building-") for n in os.listdir(tmp_path)), "temp build folder left behind"
@@ -53,7 +54,7 @@ def test_tiny_config_ids_match_the_tokenizer(tiny):
     assert model.config.text_config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
     assert model.config.text_config.vocab_size == len(tok)
     # Qwen's special tokens stay whole tokens, in Qwen's order
-    ids = tok.convert_tokens_to_ids(anomalyr1.QWEN_SPECIAL_TOKENS)
+    ids = tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)
     assert ids == sorted(ids) and len(set(ids)) == 14
 
 
@@ -137,7 +138,7 @@ def test_processor_works_without_torchvision(tiny, tmp_path):
     _, processor = tiny
     folder = tmp_path / "real-like"
     processor.tokenizer.save_pretrained(folder)
-    (folder / "chat_template.jinja").write_text(anomalyr1.QWEN_CHAT_TEMPLATE)
+    (folder / "chat_template.jinja").write_text(QWEN_CHAT_TEMPLATE)
     (folder / "preprocessor_config.json").write_text(json.dumps({
         "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
         "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,

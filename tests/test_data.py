@@ -12,6 +12,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
+import synth  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +40,7 @@ def _hashes(folder):
 def built(tmp_path_factory):
     """Synthetic set (seed 0) built into questions: (data root, json path, loaded samples)."""
     root = tmp_path_factory.mktemp("synth")
-    data.synth(str(root / "synth"), seed=0)
+    synth.synth(str(root / "synth"), seed=0)
     js = str(root / "questions.json")
     data.build(str(root / "synth"), js)
     return str(root), js, data.load_mmad(js, str(root))
@@ -63,15 +64,15 @@ def _box(mask):
 def test_synth_deterministic_for_a_seed(built, tmp_path):
     root, js, _ = built
     # ensure_synthetic runs synth(seed=0) + build(seed=0) into a cache: same bytes as the fixture's.
-    cache_root, cache_js = data.ensure_synthetic(str(tmp_path / "cache"))
+    cache_root, cache_js = synth.ensure_synthetic(str(tmp_path / "cache"))
     assert cache_root == str(tmp_path / "cache" / "synth-v1")
     assert _hashes(os.path.join(cache_root, "synth")) == _hashes(os.path.join(root, "synth"))
     assert _read(cache_js) == _read(js)
     assert not [f for f in os.listdir(tmp_path / "cache") if f.startswith(".synth")]  # no temp folder left
     mtime = os.path.getmtime(cache_js)
-    assert data.ensure_synthetic(str(tmp_path / "cache")) == (cache_root, cache_js)  # cached, not rebuilt
+    assert synth.ensure_synthetic(str(tmp_path / "cache")) == (cache_root, cache_js)  # cached, not rebuilt
     assert os.path.getmtime(cache_js) == mtime
-    other = _hashes(data.synth(str(tmp_path / "seed1"), seed=1))
+    other = _hashes(synth.synth(str(tmp_path / "seed1"), seed=1))
     same = _hashes(os.path.join(root, "synth"))
     assert other.keys() == same.keys()
     assert sum(other[k] != same[k] for k in same if k.endswith(".png")) > 0.9 * len(same)
@@ -96,11 +97,11 @@ def test_synth_layout_and_masks(built):
                 assert set(np.unique(a)) == {0, 255}
 
 
-@pytest.mark.parametrize("cat", sorted(data.SYNTH_CATEGORIES))
+@pytest.mark.parametrize("cat", sorted(synth.SYNTH_CATEGORIES))
 def test_synth_defects_visible_and_confined_to_mask(cat):
     # The drawers paint the normal object first, then the defect: with the same RNG state the
     # normal and defective images differ exactly inside the mask, and clearly so.
-    draw, defects = data.SYNTH_CATEGORIES[cat]
+    draw, defects = synth.SYNTH_CATEGORIES[cat]
     for defect in defects:
         for seed in range(3):
             normal, none = draw(np.random.default_rng(seed), None)
@@ -117,7 +118,7 @@ def test_round_trip_samples(built):
     raw = json.loads(_read(js, "r"))
     n_def = sum(1 for k in raw if "/test/good/" not in k)
     n_good = len(raw) - n_def
-    assert (n_good, n_def) == (5 * data.N_TEST_GOOD, 5 * 3 * data.N_PER_DEFECT)
+    assert (n_good, n_def) == (5 * synth.N_TEST_GOOD, 5 * 3 * synth.N_PER_DEFECT)
     assert len(samples) == 2 * n_good + 5 * n_def                        # good: AD+OC; defective: all five
     types = Counter(s.question_type for s in samples)
     assert types == {"Anomaly Detection": len(raw), "Object Classification": len(raw), "Defect Classification": n_def,
@@ -159,7 +160,7 @@ def test_similar_templates_are_ranked_by_appearance(built):
     for s in {s.image: s for s in samples if s.category == "fabric"}.values():
         q = mean(s.image)
         d_top = np.linalg.norm(mean(s.similar_templates[0]) - q)
-        d_all = [np.linalg.norm(mean(f"synth/fabric/train/good/{i:03d}.png") - q) for i in range(data.N_TRAIN)]
+        d_all = [np.linalg.norm(mean(f"synth/fabric/train/good/{i:03d}.png") - q) for i in range(synth.N_TRAIN)]
         hits.append(d_top <= np.median(d_all))
     assert np.mean(hits) > 0.9
 

@@ -14,6 +14,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import anomalyr1  # noqa: E402
+from tiny import build_tiny  # noqa: E402
 import grpo  # noqa: E402
 import roam  # noqa: E402
 
@@ -37,7 +38,7 @@ def weights(folder):
 
 
 def initial_weights():
-    return weights(anomalyr1.build_tiny())
+    return weights(build_tiny())
 
 
 def mean(xs):
