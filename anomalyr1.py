@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+import data
+
 # ----------------------------------------------------------------------------- prompt text
 
 # Paper §3.4, verbatim up to grammar; the system turn of every conversation.
@@ -109,16 +111,11 @@ def build_messages(sample, shots=0, templates="similar"):
 # ----------------------------------------------------------------------------- images
 
 def load_image(path, max_size=MAX_IMAGE_SIZE):
-    """Open an image as RGB, downscaled (aspect kept) to fit max_size in its own orientation (§4.1)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path} — check the path, or the --root it is resolved against")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.convert("RGB")
-    except Exception as e:  # PIL raises many types for truncated/corrupt files
-        raise ValueError(f"cannot decode image {path} ({type(e).__name__}: {e}) — re-export it as PNG/JPEG "
-                         "or remove it from the question file") from None
+    """Open an image as RGB, downscaled (aspect kept) to fit max_size in its own orientation (§4.1).
+
+    Decoding is data.open_image's, shared by every entry point: 16-bit images scaled to 8 bits, transparent ones
+    composited on white; a missing or corrupt file raises FileNotFoundError/ValueError naming it."""
+    image = data.open_image(path)
     long_side, short_side = max(max_size), min(max_size)
     w, h = image.size
     scale = min(1.0, long_side / max(w, h), short_side / min(w, h))
@@ -605,8 +602,7 @@ def main(argv=None):
             if box is None:
                 raise ValueError(f"the reply holds no bounding box, so there is nothing to draw into {args.out}; "
                                  "ask a box question (--options '') or drop --out")
-            with Image.open(query) as im:
-                original = im.convert("RGB")
+            original = data.open_image(query)  # the same decoding as the model's input (16-bit, alpha)
             mask = sam2_mask(original, box, args.sam2) if args.sam2 else box_mask(original.size, box)
             overlay(original, box, mask).save(args.out)
             print(f"overlay written to {args.out}")
