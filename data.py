@@ -499,8 +499,13 @@ def build(root, out_json, name=None, seed=0, k=5) -> dict:
     """MVTec-layout folder -> MMAD-schema dict (also written to out_json); keys relative to ROOT's parent."""
     root = os.path.abspath(root)
     name = name or os.path.basename(root)
+    if os.path.isfile(root):
+        raise ValueError(f"{root}: is a file; pass the dataset FOLDER holding one sub-folder per category")
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such folder; pass the folder holding one sub-folder per category")
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"--name {name!r}: must be one folder name (the first component of every key)")
+    _check_out(out_json)                                     # before the scan: a bad --out fails in a second
     cats = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c, "test")))
     if not cats:
         raise ValueError(f"{root}: no category folders with a test/ sub-folder; pass the dataset folder "
@@ -541,12 +546,30 @@ def build(root, out_json, name=None, seed=0, k=5) -> dict:
               file=sys.stderr)
     if not out:
         raise ValueError(f"{root}: found no test images ({', '.join(IMG_EXT)}) under <category>/test/<defect>/")
-    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
     tmp = f"{out_json}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, out_json)                                # a killed run never leaves half a json
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, out_json)                            # a killed run never leaves half a json
+    except OSError as e:
+        raise ValueError(f"--out {out_json}: cannot write it ({e.strerror or e}); pass a writable file path") from None
+    finally:
+        if os.path.lexists(tmp):                             # any failure (or Ctrl-C) leaves nothing behind
+            os.remove(tmp)
     return out
+
+
+def _check_out(out_json):
+    """--out must be a file path whose nearest existing ancestor is a folder."""
+    if os.path.isdir(out_json):
+        raise ValueError(f"--out {out_json}: is a folder; pass a file path such as "
+                         f"{os.path.join(out_json, 'questions.json')}")
+    parent = os.path.dirname(os.path.abspath(out_json))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out {out_json}: {parent} is a file, not a folder; pass a path inside a folder")
 
 
 def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
@@ -731,7 +754,7 @@ def load_mmad(json_path, root) -> list[Sample]:
     check = tqdm(sorted(images | masks), desc=f"checking {fname}", disable=len(images) < 500, file=sys.stderr)
     bad = [(p, why) for p in check if (why := _check_image(p, root_real, folder_ok=p in masks and p not in images))]
     if bad:
-        shown = "; ".join(f"{p} {why}" for p, why in bad[:3])
+        shown = "; ".join(f"{p or repr(p)} {why}" for p, why in bad[:3])
         fixes = "; ".join(v for k, v in FIXES.items() if any(why.split()[0] == k for _, why in bad))
         raise ValueError(f"{fname}: {len(bad)} image problems under {root} (first: {shown}). Fix: {fixes}")
     return samples
