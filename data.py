@@ -754,7 +754,7 @@ def load_mmad(json_path, root) -> list[Sample]:
     check = tqdm(sorted(images | masks), desc=f"checking {fname}", disable=len(images) < 500, file=sys.stderr)
     bad = [(p, why) for p in check if (why := _check_image(p, root_real, folder_ok=p in masks and p not in images))]
     if bad:
-        shown = "; ".join(f"{p or repr(p)} {why}" for p, why in bad[:3])
+        shown = "; ".join(f"{p if p.isprintable() and p else repr(p)} {why}" for p, why in bad[:3])
         fixes = "; ".join(v for k, v in FIXES.items() if any(why.split()[0] == k for _, why in bad))
         raise ValueError(f"{fname}: {len(bad)} image problems under {root} (first: {shown}). Fix: {fixes}")
     return samples

@@ -234,6 +234,18 @@ def empty_image_key(tmp, w):
 
 
 @case
+def image_key_with_newline(tmp, w):
+    """Shown as repr: the error stays one line."""
+    return stats_case(tmp, w, lambda r: r.update({"ds/cat\nx.png": r[NORMAL]}), "'ds/cat\\nx.png' missing")
+
+
+@case
+def root_is_file(tmp, w):
+    path, fix = mmad(tmp, w)
+    return Case(data.main, ["stats", path, "--root", path], "is not a folder", lambda: ["stats", path, "--root", w.root])
+
+
+@case
 def template_missing(tmp, w):
     return stats_case(tmp, w, lambda r: r[QUERY].update(similar_templates=["ds/cat/train/good/099.png"]),
                       "099.png missing")
@@ -390,6 +402,22 @@ def build_corrupt_test_image(tmp, w):
         _png(p, 10)
         return ["build", root / "ds", "--out", tmp / "q.json"]
     return Case(data.main, ["build", root / "ds", "--out", tmp / "q.json"], "000.png", fix)
+
+
+@case
+def build_loco_masks_of_two_sizes(tmp, w):
+    """MVTec-LOCO: a mask folder is the union of its PNGs, which must share the image's size."""
+    root = _private_root(tmp, w)
+    gt = root / "ds/cat/ground_truth/crack"
+    os.remove(gt / "000_mask.png")
+    os.makedirs(gt / "000")
+    Image.new("L", (32, 32), 255).save(gt / "000/000.png")
+    Image.new("L", (16, 16), 255).save(gt / "000/001.png")
+
+    def fix():
+        os.remove(gt / "000/001.png")
+        return ["build", root / "ds", "--out", tmp / "q.json"]
+    return Case(data.main, ["build", root / "ds", "--out", tmp / "q.json"], "ground_truth/crack/000", fix)
 
 
 @case
