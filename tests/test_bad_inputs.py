@@ -613,3 +613,17 @@ def test_bad_input_is_one_line(name, world, tmp_path, capsys):
 
 def test_enough_cases():
     assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_build_leaves_no_tmp_when_the_write_fails(world, tmp_path, monkeypatch, failure):
+    """A full disk (one line naming --out) or Ctrl-C while writing: no .tmp file, nothing at --out."""
+    def fail(*args, **kwargs):
+        raise failure
+    monkeypatch.setattr(data.os, "replace", fail)
+    out = tmp_path / "q.json"
+    with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else ValueError) as e:
+        data.build(os.path.join(world.root, "ds"), str(out))
+    assert os.listdir(tmp_path) == []
+    if not isinstance(failure, KeyboardInterrupt):
+        assert str(e.value).startswith(f"--out {out}: cannot write it (No space left on device)")
