@@ -344,7 +344,8 @@ def check_model_folder(path):
     elif "model.safetensors" in files:
         shards = ["model.safetensors"]
     else:
-        pickles = sorted(f for f in files if f.endswith((".bin", ".pt", ".pth")))
+        pickles = sorted(f for f in files if f.startswith("pytorch_model") and f.endswith(".bin")
+                         or f.endswith((".pt", ".pth")))                  # not training_args.bin and the like
         if pickles:
             raise ValueError(
                 f"{path}: holds only pickle weights ({', '.join(pickles[:2])}); weights load from safetensors only "
