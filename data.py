@@ -677,7 +677,7 @@ def _turn_problem(turn) -> str | None:
         return "Options is not an object of letter -> text"
     bad = [k for k, v in opts.items() if len(k) != 1 or not "A" <= k <= "Z" or not isinstance(v, str) or not v.strip()]
     if bad:
-        return f"option {_short(bad[0])}: {_short(opts[bad[0]])} is not a capital letter -> non-empty text"
+        return f"option {_short(bad[0])}: {_short(opts[bad[0]])} (options map a capital letter to non-empty text)"
     if not isinstance(ans, str):
         return f"Answer {_short(ans)} is not a string"
     if qtype == GROUNDING:

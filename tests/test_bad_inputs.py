@@ -596,6 +596,53 @@ def grpo_pickle_only_model(tmp, w):
                       lambda f: ["--model", f, "--data", w.json, "--root", w.root, "--out", tmp / "run", "--steps", 1])
 
 
+# ----------------------------------------------------------------------------------------- the same json via eval/grpo
+def eval_argv(w, path, tmp):
+    return ["--model", w.model, "--data", path, "--root", w.root, "--split", "all", "--out", tmp / "eval",
+            "--limit", 1, "--max-new-tokens", 4]
+
+
+def grpo_argv(w, path, tmp):
+    return ["--data", path, "--root", w.root, "--out", tmp / "run", "--steps", 1]
+
+
+@case
+def eval_empty_object(tmp, w):
+    """Used to write empty results; now refused before any model loads, and the corrected command runs."""
+    import eval as ev
+    path, fix = mmad(tmp, w, content=lambda r: {})
+    return Case(ev.main, eval_argv(w, path, tmp), "q.json", lambda: (fix(), eval_argv(w, path, tmp))[1])
+
+
+@case
+def eval_deep_json(tmp, w):
+    import eval as ev
+    path, _ = mmad(tmp, w, content=lambda r: "[" * 200_000 + "]" * 200_000)
+    return Case(ev.main, eval_argv(w, path, tmp), "q.json")
+
+
+@case
+def eval_option_value_number(tmp, w):
+    import eval as ev
+    path, _ = mmad(tmp, w, lambda r: turn0(r)["Options"].update(A=None))
+    return Case(ev.main, eval_argv(w, path, tmp), "q.json")
+
+
+@case
+def grpo_deep_json(tmp, w):
+    import grpo
+    path, _ = mmad(tmp, w, content=lambda r: "{" + '"a":{' * 200_000 + "}" * 200_001)
+    return Case(grpo.main, grpo_argv(w, path, tmp), "q.json")
+
+
+@case
+def grpo_question_number(tmp, w):
+    """Used to pass validation and fail mid-run with a TypeError."""
+    import grpo
+    path, _ = mmad(tmp, w, lambda r: turn0(r).update(Question=12345))
+    return Case(grpo.main, grpo_argv(w, path, tmp), "q.json")
+
+
 # ----------------------------------------------------------------------------------------- the harness
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_one_line(name, world, tmp_path, capsys):
