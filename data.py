@@ -495,6 +495,18 @@ def _questions(rng, decks, cat, cats, defect, defects, mask, size) -> list[dict]
     return conv
 
 
+def _check_out(out_json):
+    """--out must be a file path whose nearest existing ancestor is a folder."""
+    if os.path.isdir(out_json):
+        raise ValueError(f"--out {out_json}: is a folder; pass a file path such as "
+                         f"{os.path.join(out_json, 'questions.json')}")
+    parent = os.path.dirname(os.path.abspath(out_json))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out {out_json}: {parent} is a file, not a folder; pass a path inside a folder")
+
+
 def build(root, out_json, name=None, seed=0, k=5) -> dict:
     """MVTec-layout folder -> MMAD-schema dict (also written to out_json); keys relative to ROOT's parent."""
     root = os.path.abspath(root)
@@ -558,18 +570,6 @@ def build(root, out_json, name=None, seed=0, k=5) -> dict:
         if os.path.lexists(tmp):                             # any failure (or Ctrl-C) leaves nothing behind
             os.remove(tmp)
     return out
-
-
-def _check_out(out_json):
-    """--out must be a file path whose nearest existing ancestor is a folder."""
-    if os.path.isdir(out_json):
-        raise ValueError(f"--out {out_json}: is a folder; pass a file path such as "
-                         f"{os.path.join(out_json, 'questions.json')}")
-    parent = os.path.dirname(os.path.abspath(out_json))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"--out {out_json}: {parent} is a file, not a folder; pass a path inside a folder")
 
 
 def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
