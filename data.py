@@ -807,7 +807,8 @@ def few_shot(samples, n_images=600, seed=0) -> tuple[list[Sample], list[Sample]]
 def stats(samples) -> str:
     """Table of question counts per dataset x question type x answer letter ('box' for grounding)."""
     count = Counter((s.dataset, s.question_type, s.answer if s.options else "box") for s in samples)
-    cols = ["A", "B", "C", "D", "E", "box"]
+    letters = {a for _, _, a in count if a != "box"}
+    cols = sorted(letters | set("ABCDE")) + ["box"]           # a sixth option (F...) gets its column, not dropped
     lines = [f"{'dataset':<14}{'type':<24}" + "".join(f"{c:>6}" for c in cols) + f"{'total':>7}"]
     order = QUESTION_TYPES + [GROUNDING]
     for ds, qt in sorted({(d, q) for d, q, _ in count}, key=lambda x: (x[0], order.index(x[1]))):
