@@ -16,6 +16,7 @@ Prompt (paper §3.4 + MMAD's protocol):
 """
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -23,6 +24,8 @@ import sys
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+import data
 
 # ----------------------------------------------------------------------------- prompt text
 
@@ -82,16 +85,11 @@ def build_messages(sample, shots=0, templates="similar"):
 # ----------------------------------------------------------------------------- images
 
 def load_image(path, max_size=MAX_IMAGE_SIZE):
-    """Open an image as RGB, downscaled (aspect kept) to fit max_size in its own orientation (§4.1)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path} — check the path, or the --root it is resolved against")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.convert("RGB")
-    except Exception as e:  # PIL raises many types for truncated/corrupt files
-        raise ValueError(f"cannot decode image {path} ({type(e).__name__}: {e}) — re-export it as PNG/JPEG "
-                         "or remove it from the question file") from None
+    """Open an image as RGB, downscaled (aspect kept) to fit max_size in its own orientation (§4.1).
+
+    Decoding is data.open_image's, shared by every entry point: 16-bit images scaled to 8 bits, transparent ones
+    composited on white; a missing or corrupt file raises FileNotFoundError/ValueError naming it."""
+    image = data.open_image(path)
     long_side, short_side = max(max_size), min(max_size)
     w, h = image.size
     scale = min(1.0, long_side / max(w, h), short_side / min(w, h))
@@ -266,12 +264,99 @@ def image_only_processor_class():
     return Qwen2_5_VLImageProcessor
 
 
+def _safetensors_problem(path) -> str | None:
+    """Why a .safetensors file is unusable (missing, empty, truncated, damaged header), or None. Reads only the
+    header: a truncated download is caught here, in milliseconds, not as a SafetensorError deep in loading."""
+    if not os.path.isfile(path):
+        return "is missing"
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+            if n < 0 or n > size - 8:
+                return f"is truncated ({size} bytes)"
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        return "has a damaged header"
+    if 8 + n + end != size:
+        return f"is truncated or damaged ({size} bytes, its header describes {8 + n + end})"
+    return None
+
+
+def check_model_folder(path):
+    """Raise FileNotFoundError/ValueError naming `path` and the fix unless it looks like a loadable Qwen2.5-VL
+    folder: config.json (valid JSON, model_type qwen2_5_vl), complete safetensors weights (one file or an index
+    and its shards), a tokenizer and an image processor config. Cheap: reads headers, never the weights."""
+    hint = "pass --model tiny or the folder of a downloaded Qwen2.5-VL-*-Instruct"
+    if os.path.isfile(path):
+        raise ValueError(f"{path}: is a file; pass the model FOLDER holding it (config.json, *.safetensors, ...)")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such model folder; {hint}")
+    files = set(os.listdir(path))
+    if "config.json" not in files:
+        raise FileNotFoundError(f"no Qwen2.5-VL checkpoint at {path} (config.json missing); {hint}")
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, RecursionError) as e:            # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path}/config.json: not valid JSON ({e}); re-download it with the model") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}/config.json: a JSON {type(config).__name__}, not an object; re-download it")
+    model_type = config.get("model_type")
+    if model_type != "qwen2_5_vl":
+        raise ValueError(f"{path}/config.json: model_type {model_type!r} is not Qwen2.5-VL ('qwen2_5_vl'); this "
+                         f"code runs Qwen2.5-VL only: {hint}")
+    if "model.safetensors.index.json" in files:
+        index = os.path.join(path, "model.safetensors.index.json")
+        try:
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            raise ValueError(f"{index}: not a valid safetensors index ({type(e).__name__}: {e}); re-download it "
+                             "with the model") from None
+    elif "model.safetensors" in files:
+        shards = ["model.safetensors"]
+    else:
+        pickles = sorted(f for f in files if f.startswith("pytorch_model") and f.endswith(".bin")
+                         or f.endswith((".pt", ".pth")))                  # not training_args.bin and the like
+        if pickles:
+            raise ValueError(
+                f"{path}: holds only pickle weights ({', '.join(pickles[:2])}); weights load from safetensors only "
+                "(unpickling can run code). Download the model's *.safetensors files, or convert once with a "
+                "source you trust: python -c \"from transformers import Qwen2_5_VLForConditionalGeneration as M; "
+                f"M.from_pretrained('{path}', use_safetensors=False).save_pretrained('{path}')\"")
+        raise FileNotFoundError(f"{path}: no weights (model.safetensors or model.safetensors.index.json); "
+                                "download the model's *.safetensors files into it")
+    for shard in shards:
+        if not isinstance(shard, str) or os.path.basename(shard) != shard:
+            raise ValueError(f"{path}/model.safetensors.index.json: shard {shard!r} is not a file name in the folder; "
+                             "re-download the index")
+        if why := _safetensors_problem(os.path.join(path, shard)):
+            raise ValueError(f"{path}/{shard}: {why}; re-download it (an interrupted download leaves it short)")
+    if "tokenizer.json" not in files and not {"vocab.json", "merges.txt"} <= files:
+        raise FileNotFoundError(f"{path}: no tokenizer (tokenizer.json, or vocab.json + merges.txt); copy them from "
+                                "the same Qwen2.5-VL release")
+    if not files & {"preprocessor_config.json", "processor_config.json"}:
+        raise FileNotFoundError(f"{path}: no image processor config (preprocessor_config.json); copy it from the "
+                                "same Qwen2.5-VL release")
+    for name in sorted(files & {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
+                                "processor_config.json", "chat_template.json", "generation_config.json"}):
+        try:                                             # transformers' own errors would not say which file
+            with open(os.path.join(path, name), encoding="utf-8") as f:
+                json.load(f)
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{path}/{name}: not valid JSON ({e}); re-download it with the model") from None
+
+
 def load(model="tiny", device=None, dtype=None):
     """(model, processor) for "tiny" (built offline on first use) or a local Hugging Face Qwen2.5-VL folder.
 
     bf16 on CUDA, with flash-attn 2 in the vision tower when flash-attn imports; fp32 on CPU; sdpa everywhere
-    else. Weights load only from safetensors and never run remote code.
+    else. Weights load only from safetensors and never run remote code. A folder that cannot work (see
+    check_model_folder, or anything transformers rejects) raises FileNotFoundError/ValueError naming it.
     """
+    from safetensors import SafetensorError
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # a "Loading weights" bar on stderr would bury our one-line errors
@@ -280,9 +365,7 @@ def load(model="tiny", device=None, dtype=None):
         path = tiny.build_tiny()
     else:
         path = model
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"no Qwen2.5-VL checkpoint at {path} (config.json missing) — pass --model tiny or "
-                                "the folder of a downloaded Qwen2.5-VL-*-Instruct")
+    check_model_folder(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_cuda = device.type == "cuda"
     dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
@@ -295,9 +378,19 @@ def load(model="tiny", device=None, dtype=None):
         except ImportError:
             pass
     attention = {"text_config": "sdpa", "vision_config": vision_attention}
-    policy = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        path, dtype=dtype, attn_implementation=attention, use_safetensors=True).to(device)
-    processor = image_only_processor_class().from_pretrained(path)
+    try:
+        policy = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            path, dtype=dtype, attn_implementation=attention, use_safetensors=True).to(device)
+        processor = image_only_processor_class().from_pretrained(path)
+    except torch.OutOfMemoryError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, SafetensorError) as e:
+        first = str(e).strip().split("\n")[0][:300]
+        raise ValueError(f"{path}: cannot load this Qwen2.5-VL folder ({type(e).__name__}: {first}); re-download "
+                         "the files it names, or pass --model tiny") from None
+    if processor.chat_template is None:
+        raise ValueError(f"{path}: no chat template (chat_template.json/.jinja or in tokenizer_config.json); copy it "
+                         "from the same Qwen2.5-VL release")
     return policy, processor
 
 
@@ -414,8 +507,7 @@ def main(argv=None):
             if box is None:
                 raise ValueError(f"the reply holds no bounding box, so there is nothing to draw into {args.out}; "
                                  "ask a box question (--options '') or drop --out")
-            with Image.open(query) as im:
-                original = im.convert("RGB")
+            original = data.open_image(query)  # the same decoding as the model's input (16-bit, alpha)
             mask = sam2_mask(original, box, args.sam2) if args.sam2 else box_mask(original.size, box)
             overlay(original, box, mask).save(args.out)
             print(f"overlay written to {args.out}")

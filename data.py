@@ -46,8 +46,10 @@ CLI:  python data.py synth OUT [--seed S]
 """
 import argparse
 import json
+import math
 import os
 import sys
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -152,17 +154,75 @@ def _mask_files(path) -> list[str]:
     return [path]
 
 
-def _open(path, mode="RGB") -> Image.Image:
+# Images: the one decoder. anomalyr1.load_image (prompts), build's masks and template ranking and load_mmad's
+# check all open files here, so every entry point sees the same picture:
+#   16-bit gray (PIL mode I;16) -> 8 bits by v / 257 rounded (PIL's own convert("RGB") clips it: all white);
+#   16-bit RGB (PNG 48-bit): PIL already keeps the high byte (within 1 of v / 257);
+#   RGBA, LA, palette with transparency -> composited on white, as Qwen2.5-VL's own image loader does
+#   (dropping alpha would show whatever colour hides under transparent pixels, often black);
+#   gray, palette, bilevel, CMYK (JPEG) -> PIL's RGB conversion; multi-frame files -> the first frame;
+#   32-bit float (F) has no agreed range -> refused; more than 2 x PIL's MAX_IMAGE_PIXELS (179 MP) -> refused
+#   (PIL's decompression-bomb guard); between 89 and 179 MP the image is decoded (callers downscale, §4.1).
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _decode(path) -> Image.Image:
+    """The image at `path` decoded in its own mode; FileNotFoundError/ValueError naming the file and the fix."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder, not an image file; point at a PNG/JPEG file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: image not found; check the path, or the --root it is resolved against")
     try:
-        with Image.open(path) as im:
-            return im.convert(mode)
-    except (OSError, SyntaxError, ValueError) as e:       # PIL's ways of saying "not an image"
-        raise ValueError(f"{path}: cannot be decoded ({e}); re-download or re-extract it") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return im
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: too large to decode ({e}); downscale it first, e.g. to 1000x800 (§4.1)") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error... for corrupt files
+        raise ValueError(f"{path}: cannot be decoded ({type(e).__name__}: {e}); re-download or re-export it as "
+                         "PNG/JPEG") from None
+
+
+def _to_rgb(im, path) -> Image.Image:
+    if im.mode in SIXTEEN_BIT:
+        a = np.asarray(im).astype(np.int64)                                            # [H, W]
+        if a.min() < 0 or a.max() > 65535:
+            raise ValueError(f"{path}: 32-bit integer pixels outside 0..65535; save it as an 8- or 16-bit PNG")
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        raise ValueError(f"{path}: 32-bit float pixels have no agreed range; save it as an 8- or 16-bit PNG")
+    if im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    try:
+        return im.convert("RGB")
+    except ValueError as e:                                                           # e.g. LAB, HSV
+        raise ValueError(f"{path}: {im.mode} images cannot be converted to RGB ({e}); save it as RGB PNG/JPEG") \
+            from None
+
+
+def open_image(path) -> Image.Image:
+    """The picture at `path` as 8-bit RGB at full size (see above for unusual modes)."""
+    return _to_rgb(_decode(path), path)
 
 
 def _read_mask(path) -> np.ndarray:
-    """Union of the mask file(s) at path as bool [H, W]; any non-zero pixel is defect."""
-    return np.any([np.asarray(_open(f, "L")) > 0 for f in _mask_files(path)], axis=0)
+    """Union of the mask file(s) at path as bool [H, W]; any non-zero pixel (any bit depth) is defect."""
+    masks = []
+    for f in _mask_files(path):
+        im = _decode(f)
+        if im.mode in SIXTEEN_BIT or im.mode in ("1", "L", "F"):
+            masks.append(np.asarray(im) > 0)                                             # [H, W]
+        else:
+            masks.append(np.asarray(im.convert("RGB")).any(-1))                          # colour: any channel set
+    if not masks:
+        raise ValueError(f"{path}: mask folder holds no PNG masks; add them or remove the folder")
+    if len({m.shape for m in masks}) > 1:
+        raise ValueError(f"{path}: its masks differ in size ({sorted({m.shape for m in masks})}); they must all "
+                         "match the image")
+    return np.any(masks, axis=0)
 
 
 def _features(im):
@@ -181,7 +241,7 @@ def _box7(a):
 
 def _template_stats(paths):
     """Per-category template features, computed once: hist [N, 512], gray [N, 128, 128], local mean/var."""
-    hs, gs = map(np.stack, zip(*[_features(_open(p)) for p in paths]))
+    hs, gs = map(np.stack, zip(*[_features(open_image(p)) for p in paths]))
     my = _box7(gs)                                                                    # [N, 122, 122]
     return hs, gs, my, _box7(gs * gs) - my ** 2
 
@@ -223,12 +283,29 @@ def _questions(rng, decks, cat, cats, defect, defects, mask, size) -> list[dict]
     return conv
 
 
+def _check_out(out_json):
+    """--out must be a file path whose nearest existing ancestor is a folder."""
+    if os.path.isdir(out_json):
+        raise ValueError(f"--out {out_json}: is a folder; pass a file path such as "
+                         f"{os.path.join(out_json, 'questions.json')}")
+    parent = os.path.dirname(os.path.abspath(out_json))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out {out_json}: {parent} is a file, not a folder; pass a path inside a folder")
+
+
 def build(root, out_json, name=None, seed=0, k=5) -> dict:
     """MVTec-layout folder -> MMAD-schema dict (also written to out_json); keys relative to ROOT's parent."""
     root = os.path.abspath(root)
     name = name or os.path.basename(root)
+    if os.path.isfile(root):
+        raise ValueError(f"{root}: is a file; pass the dataset FOLDER holding one sub-folder per category")
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such folder; pass the folder holding one sub-folder per category")
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"--name {name!r}: must be one folder name (the first component of every key)")
+    _check_out(out_json)                                     # before the scan: a bad --out fails in a second
     cats = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c, "test")))
     if not cats:
         raise ValueError(f"{root}: no category folders with a test/ sub-folder; pass the dataset folder "
@@ -251,7 +328,7 @@ def build(root, out_json, name=None, seed=0, k=5) -> dict:
                 if defect != "good" and (mask is None or not mask.any()):
                     no_mask.append(key(img))                  # reported below, never skipped silently
                     mask_path, mask = None, None
-                im = _open(img)
+                im = open_image(img)
                 sim = np.argsort(-_similarity(im, feats), kind="stable")[:k] if train else []
                 rand = rng.choice(len(train), min(k, len(train)), replace=False) if train else []
                 out[key(img)] = {"conversation": _questions(rng, decks, cat, cats, defect, defects, mask, im.size),
@@ -269,11 +346,17 @@ def build(root, out_json, name=None, seed=0, k=5) -> dict:
               file=sys.stderr)
     if not out:
         raise ValueError(f"{root}: found no test images ({', '.join(IMG_EXT)}) under <category>/test/<defect>/")
-    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
     tmp = f"{out_json}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, out_json)                                # a killed run never leaves half a json
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, out_json)                            # a killed run never leaves half a json
+    except OSError as e:
+        raise ValueError(f"--out {out_json}: cannot write it ({e.strerror or e}); pass a writable file path") from None
+    finally:
+        if os.path.lexists(tmp):                             # any failure (or Ctrl-C) leaves nothing behind
+            os.remove(tmp)
     return out
 
 
@@ -288,37 +371,101 @@ def _label_of(key) -> str:
     return parts[-1] if parts else "good"
 
 
-def _check_image(rel, root_real) -> str | None:
-    """Why `rel` is unusable (escapes root / missing / corrupt), or None when it is fine."""
+def _check_image(rel, root_real, folder_ok=False) -> str | None:
+    """Why `rel` is unusable (escapes root / missing / a folder / corrupt / too large), or None when it is fine.
+
+    folder_ok: `rel` may be a folder of PNG masks (MVTec-LOCO's mask_path); each file in it is checked too,
+    including that it stays inside the root (a symlink in the folder pointing out of it is refused)."""
+    if not rel or "\0" in rel:
+        return "is an empty path or holds a NUL character"
     if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
         return "escapes the root ('..' and absolute paths are not allowed)"
     path = os.path.realpath(os.path.join(root_real, rel))
-    if not path.startswith(root_real + os.sep):
+    inside = root_real.rstrip(os.sep) + os.sep
+    if not path.startswith(inside):
         return f"escapes the root (resolves to {path})"    # e.g. a symlink pointing elsewhere
     if not os.path.exists(path):
         return "missing"
-    try:
-        for f in _mask_files(path):
-            with Image.open(f) as im:
-                if im.format == "JPEG":                    # verify() passes truncated JPEGs: decode at 1/8 size
-                    im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-                    im.load()
-                else:
-                    im.verify()                            # PNG: checks every chunk's CRC up to IEND
-    except Exception as e:
-        return f"cannot be decoded ({type(e).__name__}: {e})"
+    if os.path.isdir(path) and not folder_ok:
+        return "is a folder, not an image file"
+    files = _mask_files(path)
+    if not files:
+        return "is a mask folder holding no PNG masks"
+    for f in files:
+        real = os.path.realpath(f)
+        if not real.startswith(inside):
+            return f"escapes the root ({os.path.basename(f)} in it resolves to {real})"
+        if not os.path.isfile(real):
+            return f"is a folder, not an image file ({os.path.basename(f)} in it)" if os.path.isdir(real) else \
+                f"missing ({os.path.basename(f)} in it is a broken link)"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(real) as im:
+                    if im.format == "JPEG":                # verify() passes truncated JPEGs: decode at 1/8 size
+                        im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                        im.load()
+                    else:
+                        im.verify()                        # PNG: checks every chunk's CRC up to IEND
+        except Image.DecompressionBombError as e:
+            return f"too large to decode ({e})"
+        except Exception as e:
+            return f"cannot be decoded ({type(e).__name__}: {e})"
     return None
 
 
 FIXES = {"missing": "download/extract the dataset so these paths exist, or pass --root to the folder holding them",
          "escapes": "paths must be relative and stay inside the data root (no '..', absolute paths or "
                              "symlinks out of it)",
-         "cannot": "re-download or re-extract the corrupt files"}
+         "is": "image keys and templates must name image files (only mask_path may be a folder of PNG masks)",
+         "cannot": "re-download or re-extract the corrupt files",
+         "too": "downscale them first, e.g. to 1000x800 (paper §4.1)"}
+REGENERATE = "fix them or regenerate the file with `python data.py build`"
+
+
+def _short(value, n=60) -> str:
+    """repr of a value from the json, cut to n characters: an error line stays one readable line."""
+    r = repr(value)
+    return r if len(r) <= n else r[:n - 3] + "..."
+
+
+def _turn_problem(turn) -> str | None:
+    """Why one conversation turn is unusable, or None; checks every type before anything reads it."""
+    if not isinstance(turn, dict):
+        return f"is a {type(turn).__name__}, not an object"
+    miss = [f for f in ("Question", "Options", "Answer", "type") if f not in turn]
+    if miss:
+        return f"lacks {', '.join(miss)}"
+    q, opts, ans, qtype = turn["Question"], turn["Options"], turn["Answer"], turn["type"]
+    if not isinstance(q, str) or not q.strip():
+        return f"Question {_short(q)} is not a non-empty string"
+    if not isinstance(qtype, str):
+        return f"type {_short(qtype)} is not a string"
+    qtype = FOLD.get(qtype, qtype)
+    if qtype not in QUESTION_TYPES and qtype != GROUNDING:
+        return f"has unknown type {_short(turn['type'])} (expected one of MMAD's)"
+    if not isinstance(opts, dict):
+        return "Options is not an object of letter -> text"
+    bad = [k for k, v in opts.items() if len(k) != 1 or not "A" <= k <= "Z" or not isinstance(v, str) or not v.strip()]
+    if bad:
+        return f"option {_short(bad[0])}: {_short(opts[bad[0]])} (options map a capital letter to non-empty text)"
+    if not isinstance(ans, str):
+        return f"Answer {_short(ans)} is not a string"
+    if qtype == GROUNDING:
+        return None if _is_box(ans) else "grounding answer is not '{\"bbox_2d\": [x1, y1, x2, y2]}' with x1 < x2, y1 < y2"
+    if ans not in opts:
+        return f"answer {_short(ans)} is not one of its options {sorted(opts)}"
+    return None
 
 
 def load_mmad(json_path, root) -> list[Sample]:
-    """One Sample per conversation turn; raises ONE ValueError listing every problem before any training."""
+    """One Sample per conversation turn; raises ONE ValueError listing every problem before any training.
+
+    Every field is type-checked here (so nothing fails mid-run), then every image, template and mask file is
+    checked to exist inside `root` and to decode."""
     fname = os.path.basename(json_path)
+    if os.path.isdir(json_path):
+        raise ValueError(f"{json_path}: is a folder; pass the questions json inside it (e.g. mmad.json)")
     if not os.path.isfile(json_path):
         raise FileNotFoundError(f"{json_path}: no such file; run `python data.py build` or download MMAD's mmad.json")
     if not os.path.isdir(root):
@@ -332,64 +479,65 @@ def load_mmad(json_path, root) -> list[Sample]:
                          "fix the file or regenerate it with `python data.py build`") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{json_path}: not UTF-8 text (byte {e.start}); is this really the questions json?") from None
+    except RecursionError:
+        raise ValueError(f"{json_path}: nested too deeply to be MMAD questions; is this really the questions json? "
+                         "Regenerate it with `python data.py build`") from None
     if not isinstance(records, dict):
         raise ValueError(f"{json_path}: expected a JSON object keyed by image path (MMAD schema), "
                          f"got {type(records).__name__}")
+    if not records:
+        raise ValueError(f"{json_path}: holds no questions (an empty object); build some with `python data.py build`")
     root = os.path.abspath(root)
-    errors, samples, images = [], [], set()
+    errors, samples, images, masks = [], [], set(), set()
     for key, rec in records.items():
-        conv = rec.get("conversation") if isinstance(rec, dict) else None
-        if not isinstance(conv, list) or not conv:
-            errors.append(f"record {key!r} has no 'conversation' list")
+        if not isinstance(rec, dict):
+            errors.append(f"record {_short(key)} is a {type(rec).__name__}, not an object")
             continue
-        tpl = [rec.get(f, []) for f in ("similar_templates", "random_templates")]
+        conv = rec.get("conversation")
+        if not isinstance(conv, list) or not conv:
+            errors.append(f"record {_short(key)} has no 'conversation' list")
+            continue
+        tpl = [rec.get(f) or [] for f in ("similar_templates", "random_templates")]   # null: no templates
         if not all(isinstance(t, list) and all(isinstance(p, str) for p in t) for t in tpl):
-            errors.append(f"record {key!r} has templates that are not lists of paths")
+            errors.append(f"record {_short(key)} has templates that are not lists of paths")
+            continue
+        mask_path = rec.get("mask_path")
+        if mask_path is not None and not isinstance(mask_path, str):
+            errors.append(f"record {_short(key)} mask_path {_short(mask_path)} is not a path or null")
             continue
         images.update([key, *tpl[0], *tpl[1]])
-        if isinstance(rec.get("mask_path"), str):
-            images.add(rec["mask_path"])
+        if mask_path:
+            masks.add(mask_path)
         parts = key.split("/")
         for i, turn in enumerate(conv):
-            miss = [f for f in ("Question", "Options", "Answer", "type") if not isinstance(turn, dict) or f not in turn]
-            if miss:
-                errors.append(f"record {key!r} turn {i} lacks {', '.join(miss)}")
+            if why := _turn_problem(turn):
+                errors.append(f"record {_short(key)} turn {i} {why}")
                 continue
-            qtype = FOLD.get(turn["type"], turn["type"])
-            if not isinstance(turn["Options"], dict):
-                errors.append(f"record {key!r} turn {i} Options is not an object of letter -> text")
-            elif qtype not in QUESTION_TYPES and qtype != GROUNDING:
-                errors.append(f"record {key!r} turn {i} has unknown type {turn['type']!r} (expected one of MMAD's)")
-            elif qtype == GROUNDING and not _is_box(turn["Answer"]):
-                errors.append(f"record {key!r} turn {i} grounding answer is not '{{\"bbox_2d\": [x1, y1, x2, y2]}}'")
-            elif qtype != GROUNDING and (not isinstance(turn["Answer"], str) or turn["Answer"] not in turn["Options"]):
-                errors.append(f"record {key!r} turn {i} answer {turn['Answer']!r} is not one of its options "
-                              f"{sorted(turn['Options'])}")
-            else:
-                samples.append(Sample(image=key, root=root, question=turn["Question"], options=dict(turn["Options"]),
-                                      answer=turn["Answer"], question_type=qtype,
-                                      similar_templates=list(rec.get("similar_templates", [])),
-                                      random_templates=list(rec.get("random_templates", [])),
-                                      mask_path=rec.get("mask_path"), label=_label_of(key), dataset=parts[0],
-                                      category=parts[1] if len(parts) > 2 else ""))
+            samples.append(Sample(image=key, root=root, question=turn["Question"], options=dict(turn["Options"]),
+                                  answer=turn["Answer"], question_type=FOLD.get(turn["type"], turn["type"]),
+                                  similar_templates=list(tpl[0]), random_templates=list(tpl[1]),
+                                  mask_path=mask_path, label=_label_of(key), dataset=parts[0],
+                                  category=parts[1] if len(parts) > 2 else ""))
     if errors:
         raise ValueError(f"{json_path}: {len(errors)} malformed records (first: {'; '.join(errors[:3])}); "
-                         "fix them or regenerate the file with `python data.py build`")
+                         + REGENERATE)
     root_real = os.path.realpath(root)
-    check = tqdm(sorted(images), desc=f"checking {fname}", disable=len(images) < 500, file=sys.stderr)
-    bad = [(p, why) for p in check if (why := _check_image(p, root_real))]
+    check = tqdm(sorted(images | masks), desc=f"checking {fname}", disable=len(images) < 500, file=sys.stderr)
+    bad = [(p, why) for p in check if (why := _check_image(p, root_real, folder_ok=p in masks and p not in images))]
     if bad:
-        shown = "; ".join(f"{p} {why}" for p, why in bad[:3])
-        fixes = "; ".join(v for k, v in FIXES.items() if any(why.startswith(k) for _, why in bad))
+        shown = "; ".join(f"{p if p.isprintable() and p else repr(p)} {why}" for p, why in bad[:3])
+        fixes = "; ".join(v for k, v in FIXES.items() if any(why.split()[0] == k for _, why in bad))
         raise ValueError(f"{fname}: {len(bad)} image problems under {root} (first: {shown}). Fix: {fixes}")
     return samples
 
 
 def _is_box(answer) -> bool:
+    """'{"bbox_2d": [x1, y1, x2, y2]}' with finite numbers, x1 < x2 and y1 < y2."""
     try:
         box = json.loads(answer)["bbox_2d"]
-        return len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
-    except (ValueError, TypeError, KeyError):
+        return (len(box) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                      for v in box) and box[0] < box[2] and box[1] < box[3])
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
         return False
 
 
@@ -430,7 +578,8 @@ def few_shot(samples, n_images=600, seed=0) -> tuple[list[Sample], list[Sample]]
 def stats(samples) -> str:
     """Table of question counts per dataset x question type x answer letter ('box' for grounding)."""
     count = Counter((s.dataset, s.question_type, s.answer if s.options else "box") for s in samples)
-    cols = ["A", "B", "C", "D", "E", "box"]
+    letters = {a for _, _, a in count if a != "box"}
+    cols = sorted(letters | set("ABCDE")) + ["box"]           # a sixth option (F...) gets its column, not dropped
     lines = [f"{'dataset':<14}{'type':<24}" + "".join(f"{c:>6}" for c in cols) + f"{'total':>7}"]
     order = QUESTION_TYPES + [GROUNDING]
     for ds, qt in sorted({(d, q) for d, q, _ in count}, key=lambda x: (x[0], order.index(x[1]))):
