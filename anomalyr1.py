@@ -143,14 +143,11 @@ def split_prompts(batch, vision_start_id):
 
 
 @torch.no_grad()
-def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True,
-             output_logprobs=False):
+def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True):
     """Sample `num_return_sequences` completions per prompt with `generate`.
 
     Returns completion_ids [B·G, T] (rows grouped: prompt 0's G completions, then prompt 1's, …; padded with the
-    pad token after the end of turn) and their texts (special tokens dropped, cut at the end of turn); with
-    output_logprobs, also generate's own log-probs of the sampled tokens [B·G, T] (before temperature), which
-    token_logprobs must reproduce.
+    pad token after the end of turn) and their texts (special tokens dropped, cut at the end of turn).
 
     Each prompt is prefilled once, images included, and its KV cache copied G times; generate then continues
     all B·G rows from there (its own path for continuing from a cache). The G samples of a prompt would
@@ -170,14 +167,9 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
         past_key_values=cache,
         max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
         eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,
-        output_logits=output_logprobs, return_dict_in_generate=True, **sampling)
+        return_dict_in_generate=True, **sampling)
     completion_ids = out.sequences[:, batch["input_ids"].shape[1]:]                  # [B·G, T]
-    texts = decode(processor, completion_ids)
-    if not output_logprobs:
-        return completion_ids, texts
-    logits = torch.stack(out.logits, 1).float()                                     # [B·G, T, V]
-    logprobs = logits.log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)  # [B·G, T]
-    return completion_ids, texts, logprobs
+    return completion_ids, decode(processor, completion_ids)
 
 
 def completion_mask(completion_ids, eos_id):
@@ -193,19 +185,29 @@ def decode(processor, completion_ids):
     return [processor.tokenizer.decode(ids[m], skip_special_tokens=True) for ids, m in zip(completion_ids, mask)]
 
 
-def token_logprobs(model, batch, completion_ids, group_size):
-    """Per-token log π(o_t | q, o_<t) of the completions under `model`: [B·G, T].
+def logprobs(model, prompt, completions):
+    """log π_θ(o_t | q, o_<t) [G, T] of G completions [G, T] of one unpadded prompt [1, P]: the definition.
 
-    batch holds B prompts; completion_ids [B·G, T] holds each prompt's G completions in consecutive rows. Each
-    prompt is scored by one forward over one packed row (packed_logprobs).
+    One ordinary forward per completion over [q | o_i]; the model numbers the positions itself (3-D mRoPE for the
+    image tokens, which it finds through mm_token_type_ids). The logits at position P - 1 + t predict o_t.
+    packed_logprobs computes the same numbers in one forward; this is the version to read, and the one the tests
+    hold it to (log-probs and gradients).
     """
-    prompts = split_prompts(batch, model.config.vision_start_token_id)
-    return torch.cat([packed_logprobs(model, prompt, completions)
-                      for prompt, completions in zip(prompts, completion_ids.split(group_size))])  # [B·G, T]
+    prompt = {k: v.to(model.device) for k, v in prompt.items()}
+    P = prompt["input_ids"].shape[1]
+    rows = []
+    for o in completions.to(model.device):                                          # [T]
+        ids = torch.cat([prompt["input_ids"], o[None]], 1)                          # [1, P+T]
+        types = torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(o)[None]], 1)  # [1, P+T]: 0 = text
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types,
+                       pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"],
+                       use_cache=False).logits[0, P - 1:-1].float()                   # [T, V]
+        rows.append(logits.log_softmax(-1).gather(-1, o[:, None]).squeeze(-1))      # [T]
+    return torch.stack(rows)                                                        # [G, T]
 
 
 def packed_logprobs(model, prompt, completions):
-    """log π(o_t | q, o_<t) [G, T] of G completions [G, T] of one unpadded prompt [1, P], in one forward.
+    """logprobs(model, prompt, completions), the same [G, T] numbers, in one forward instead of G.
 
     The row is [q | o_1 | o_2 | … | o_G]: the prompt and its images go through the model once, not G times. With
     the paper's settings (two 1000×800 images ≈ 2.3k prompt tokens, G = 8 × 256 completion tokens) that is 4.3k

@@ -191,7 +191,7 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
     else:
         saved = tokens * L * layer_saved(h, I, e, 5) + vtokens * Lv * layer_saved(hv, Iv, e, 7) + edges
         work = max(tokens * backward_transient(h, I, e), vtokens * backward_transient(hv, Iv, e))
-    # anomalyr1.token_logprobs: lm_head gives [B,T,V] in bf16; each row's fp32 copy is kept by logsumexp for
+    # anomalyr1.packed_logprobs: lm_head gives [B,T,V] in bf16; each row's fp32 copy is kept by logsumexp for
     # backward. Logits are freed by their own backward, before any layer is recomputed: max(), not sum.
     logits = (e + 4) * logit_elems
     phases["train"] = [("policy all-gather", gather, "root + 2 units"),
