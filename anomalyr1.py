@@ -15,7 +15,7 @@ Prompt (paper §3.4 + MMAD's protocol):
              letter answer in <answer> </answer> tags."
 """
 
-import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -23,6 +23,9 @@ import sys
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+import cli
+
 
 # ----------------------------------------------------------------------------- prompt text
 
@@ -346,7 +349,7 @@ def sam2_mask(image, box, sam2_path):
         from transformers import Sam2Model, Sam2Processor
         processor = Sam2Processor.from_pretrained(sam2_path)
     except Exception as e:  # transformers' SAM2 image processor imports torchvision at module level
-        raise RuntimeError(f"SAM2 is unavailable here ({type(e).__name__}: {e}); transformers' SAM2 needs "
+        raise ImportError(f"SAM2 is unavailable here ({type(e).__name__}: {e}); transformers' SAM2 needs "
                            "torchvision, which this CPU install leaves out — drop --sam2 to use the box mask") from None
     model = Sam2Model.from_pretrained(sam2_path, use_safetensors=True).eval()
     inputs = processor(images=image, input_boxes=[[box]], return_tensors="pt")
@@ -374,56 +377,61 @@ def parse_options(text):
     return options
 
 
+@dataclasses.dataclass
+class Config:
+    image: str = cli.option(cli.REQUIRED, "the query image")
+    template: list[str] = cli.option([], "a normal sample shown before the query image (repeatable: 0, 1 or k)")
+    question: str = cli.option(DEFAULT_QUESTION, "the question")
+    options: str = cli.option("A=Yes.,B=No.", "its options as 'A=Yes.,B=No.'; '' for a box question")
+    model: str = cli.option("tiny", "'tiny' (offline, built on first use) or a local Qwen2.5-VL folder")
+    max_new_tokens: int = cli.option(256, "completion length limit")
+    sample: bool = cli.option(False, "sample at temperature 1 instead of greedy decoding")
+    out: str | None = cli.option(None, "write an overlay PNG of the answer's box here")
+    sam2: str | None = cli.option(None, "local transformers SAM2 folder to turn the box into a pixel mask (§3.1)")
+
+
+def ask(cfg):
+    """Print the model's reply to one question about cfg.image, the option it chose, and the box it drew (in the
+    original image's pixels); return the box or None."""
+    import roam
+    from data import Sample
+    options = parse_options(cfg.options)
+    query = os.path.abspath(cfg.image)
+    for path in [query] + cfg.template:  # fail on a bad image before spending time on the model
+        load_image(path)
+    sample = Sample(image=query, root=os.path.dirname(query), question=cfg.question, options=options,
+                    answer="", question_type="", similar_templates=[os.path.abspath(t) for t in cfg.template])
+    model, processor = load(cfg.model)
+    batch = prepare(processor, [sample], shots=len(cfg.template))
+    _, texts = generate(model, processor, batch, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.sample)
+    reply = texts[0]
+    print(reply)
+    if options:
+        choice = roam.extract_choice(roam.parse(reply).answer or "", options)
+        print(f"answer: {choice}. {options[choice]}" if choice else "answer: (none: the reply names no option)")
+    with Image.open(query) as im:
+        original_size = im.size
+    box = parse_box(reply, model_input_size(processor, load_image(query).size), original_size)
+    if box is not None:
+        print("box:", [round(v, 1) for v in box])
+    return box
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Ask Qwen2.5-VL an MMAD question about one image (AnomalyR1 prompt).")
-    parser.add_argument("--image", required=True, help="the query image")
-    parser.add_argument("--template", action="append", default=[], help="a normal sample shown before the query "
-                        "image (repeatable: 0, 1 or k templates)")
-    parser.add_argument("--question", default=DEFAULT_QUESTION)
-    parser.add_argument("--options", default="A=Yes.,B=No.", help="'A=Yes.,B=No.'; empty for a box question")
-    parser.add_argument("--model", default="tiny", help="'tiny' (offline, built on first use) or a local "
-                        "Qwen2.5-VL folder")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--sample", action="store_true", help="sample at temperature 1 instead of greedy decoding")
-    parser.add_argument("--out", help="write an overlay PNG of the answer's box here")
-    parser.add_argument("--sam2", help="local transformers SAM2 folder to turn the box into a pixel mask (§3.1)")
-    args = parser.parse_args(argv)
-    try:
-        from data import Sample
-        options = parse_options(args.options)
-        query = os.path.abspath(args.image)
-        for path in [query] + args.template:  # fail on a bad image before spending time on the model
-            load_image(path)
-        sample = Sample(image=query, root=os.path.dirname(query), question=args.question, options=options,
-                        answer="", question_type="", similar_templates=[os.path.abspath(t) for t in args.template])
-        model, processor = load(args.model)
-        batch = prepare(processor, [sample], shots=len(args.template))
-        _, texts = generate(model, processor, batch, max_new_tokens=args.max_new_tokens, do_sample=args.sample)
-        reply = texts[0]
-        print(reply)
-        import roam
-        parsed = roam.parse(reply)
-        if options:
-            choice = roam.extract_choice(parsed.answer or "", options)
-            print(f"answer: {choice}. {options[choice]}" if choice else "answer: (none: the reply names no option)")
-        image = load_image(query)
-        with Image.open(query) as im:
-            original_size = im.size
-        box = parse_box(reply, model_input_size(processor, image.size), original_size)
-        if box is not None:
-            print("box:", [round(v, 1) for v in box])
-        if args.out:
+    p = cli.parser("Ask Qwen2.5-VL an MMAD question about one image (AnomalyR1 prompt).", prog="anomalyr1.py")
+    cli.add_flags(p, Config)
+    cfg = Config(**cli.given(p, argv))
+    with cli.user_errors("anomalyr1.py", (ValueError, OSError, ImportError)):
+        box = ask(cfg)
+        if cfg.out:
             if box is None:
-                raise ValueError(f"the reply holds no bounding box, so there is nothing to draw into {args.out}; "
+                raise ValueError(f"the reply holds no bounding box, so there is nothing to draw into {cfg.out}; "
                                  "ask a box question (--options '') or drop --out")
-            with Image.open(query) as im:
+            with Image.open(cfg.image) as im:
                 original = im.convert("RGB")
-            mask = sam2_mask(original, box, args.sam2) if args.sam2 else box_mask(original.size, box)
-            overlay(original, box, mask).save(args.out)
-            print(f"overlay written to {args.out}")
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            mask = sam2_mask(original, box, cfg.sam2) if cfg.sam2 else box_mask(original.size, box)
+            overlay(original, box, mask).save(cfg.out)
+            print(f"overlay written to {cfg.out}")
     return 0
 
 

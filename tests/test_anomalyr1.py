@@ -258,7 +258,7 @@ def test_box_mask_and_overlay(tmp_path):
 def test_sam2_unavailable_is_said_clearly(tmp_path):
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here")
-    with pytest.raises(RuntimeError, match="SAM2 is unavailable.*drop --sam2"):
+    with pytest.raises(ImportError, match="SAM2 is unavailable.*drop --sam2"):
         anomalyr1.sam2_mask(Image.new("RGB", (8, 8)), [0, 0, 4, 4], str(tmp_path))
 
 
@@ -281,17 +281,27 @@ def test_cli_prints_a_reply(tiny, tmp_path, capsys):
 def test_cli_box_question_writes_an_overlay(tiny, tmp_path, capsys):
     query = write_image(tmp_path / "q.png", size=(300, 200))
     out_png = tmp_path / "overlay.png"
-    code = anomalyr1.main(["--image", query, "--question", "Locate the defect in the object. Output its bounding box "
-                           "in JSON format.", "--options", "", "--max-new-tokens", "64", "--out", str(out_png)])
+    argv = ["--image", query, "--question", "Locate the defect in the object. Output its bounding box in JSON format.",
+            "--options", "", "--max-new-tokens", "64", "--out", str(out_png)]
+    try:
+        code = anomalyr1.main(argv)
+    except SystemExit as e:
+        code = e.code
     printed = capsys.readouterr()
     if code == 0:
         assert out_png.exists() and Image.open(out_png).size == (300, 200) and "box:" in printed.out
     else:  # the tiny model may fail to emit a valid box; then the error says so in one line
-        assert "no bounding box" in printed.err and printed.err.count("\n") == 1
+        assert code == 2 and "no bounding box" in printed.err and printed.err.count("\n") == 1
 
 
-def test_cli_missing_image_exits_2_with_one_line(tmp_path, capsys):
-    missing = str(tmp_path / "missing.png")
-    assert anomalyr1.main(["--image", missing]) == 2
+@pytest.mark.parametrize("argv, words", [(["--image", "{tmp}/missing.png"], "{tmp}/missing.png"),
+                                         (["--image", "{tmp}/q.png", "--options", "yes or no"], "--options"),
+                                         (["--template", "{tmp}/q.png"], "--image"),           # required
+                                         (["--image", "{tmp}/q.png", "--max-new-tokens", "x"], "--max-new-tokens")])
+def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, words):
+    write_image(tmp_path / "q.png")
+    with pytest.raises(SystemExit) as e:
+        anomalyr1.main([a.format(tmp=tmp_path) for a in argv])
     err = capsys.readouterr().err
-    assert err.startswith("error:") and missing in err and err.count("\n") == 1
+    assert e.value.code == 2 and err.startswith("anomalyr1.py: error: ") and err.count("\n") == 1
+    assert words.format(tmp=tmp_path) in err
