@@ -232,7 +232,7 @@ def judge(completion: str, answer: str, options: dict) -> dict:
 
 
 def roam_reward(completion: str, answer: str, options: dict) -> float:
-    """ROAM, eq. (7): R = Φ(R_μ, R_γ) + Ψ(O_ν, A_γ, R_μ), with the tiers of §4.5 (table in DESIGN.md).
+    """ROAM, eq. (7): R = Φ(R_μ, R_γ) + Ψ(O_ν, A_γ, R_μ), with the tiers of §4.5 (the table below).
 
     Without reference reasoning R_γ, "reasoning aligned with the solution" means the reasoning concludes
     the gold option. Φ = 0.2 (= 1.0 − 0.8) when it does, else 0; Ψ = 0.8 for a correct answer, 0.1 for a

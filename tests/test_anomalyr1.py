@@ -134,7 +134,9 @@ def test_corrupt_image_is_one_clear_line(tmp_path):
 
 
 def test_processor_works_without_torchvision(tiny, tmp_path):
-    """A real Qwen2.5-VL folder names Qwen2VLImageProcessor; it must load without torchvision (FACTS.md)."""
+    """A real Qwen2.5-VL folder names Qwen2VLImageProcessor and Qwen2_5_VLProcessor; it must load without
+    torchvision, which is left out because PyPI's build is linked against CUDA and breaks CPU torch, and without
+    which Qwen2_5_VLProcessor fails on its video processor (anomalyr1.image_only_processor_class drops it)."""
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here")
     _, processor = tiny

@@ -22,7 +22,7 @@ def c(think, answer):
     return f"<think>{think}</think>\n<answer>{answer}</answer>"
 
 
-# ---------------------------------------------------------------- ROAM, row by row (DESIGN.md table, §4.5)
+# ---------------------------------------------------------------- ROAM, row by row (roam_reward's table, §4.5)
 ROAM_ROWS = [
     # name, completion, gold, options, (t, a) the completion must yield, expected reward
     ("t none, a none", c("I look at the surface closely.", "unsure"), "B", KIND, (None, None), 0.0),
