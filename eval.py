@@ -38,7 +38,7 @@ UNANSWERED = ("wrong", "drop")
 
 
 def summarize(records, unanswered="wrong") -> dict:
-    """{dataset: {subtask: accuracy %, ..., "Average": %}, ..., "Average": {...}}: the numbers of the paper's Tables 2, 3 and 5.
+    """{dataset: {subtask: accuracy %, ..., "Average": %}, ..., "Average": {...}}: the paper's Tables 2, 3, 5.
 
     unanswered="wrong": predicted None counts as wrong (a model that fails to answer is not flattered).
     unanswered="drop": MMAD's published-table convention, the question leaves the denominator. (MMAD's
