@@ -80,10 +80,11 @@ class Sample:
     def path(self) -> str:
         return os.path.join(self.root, self.image)
 
-    def template_paths(self, shots: int, kind: str = "similar") -> list[str]:
-        if kind not in ("similar", "random"):
-            raise ValueError(f"template kind must be 'similar' or 'random', got {kind!r}")
-        names = self.similar_templates if kind == "similar" else self.random_templates
+    def template_paths(self, shots: int, templates: str = "similar") -> list[str]:
+        """The first `shots` normal images of the `templates` list ("similar" or "random", as --templates)."""
+        if templates not in ("similar", "random"):
+            raise ValueError(f"--templates must be 'similar' or 'random', got {templates!r}")
+        names = self.similar_templates if templates == "similar" else self.random_templates
         return [os.path.join(self.root, t) for t in names[:shots]]
 
 
