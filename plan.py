@@ -131,6 +131,26 @@ def nograd_transient(h, inter, e):
     return e * (3 * inter + 3 * h) + 4 * h
 
 
+def train_activations(config, tokens, vtokens, e, grad_checkpointing):
+    """(bytes autograd keeps for backward, bytes of the largest layer's backward working set) of one policy
+    log-prob forward over `tokens` LLM tokens and `vtokens` vision-tower patches."""
+    tc, vc = config.text_config, config.vision_config
+    h, I, L, hv, Iv, Lv = tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers, vc.hidden_size, \
+        vc.intermediate_size, vc.depth
+    # not checkpointed: the final norm; per patch the fp32 pixel_values, the conv's input in the compute dtype,
+    # the merger's RMSNorm, and its Linear / GELU / Linear inputs (4·hv per 4 patches each)
+    pixel = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2  # 1176 values per patch
+    edges = tokens * layer_saved(h, 0, e, 0) / 2 + vtokens * ((4 + e) * pixel + layer_saved(hv, 0, e, 0) / 2 + 3 * e * hv)
+    if grad_checkpointing:  # saved: each layer's input; recomputed: one layer's whole graph
+        saved = tokens * L * e * h + vtokens * Lv * e * hv + edges
+        work = max(tokens * (layer_saved(h, I, e, 5) + backward_transient(h, I, e)),
+                   vtokens * (layer_saved(hv, Iv, e, 7) + backward_transient(hv, Iv, e)))
+    else:
+        saved = tokens * L * layer_saved(h, I, e, 5) + vtokens * Lv * layer_saved(hv, Iv, e, 7) + edges
+        work = max(tokens * backward_transient(h, I, e), vtokens * backward_transient(hv, Iv, e))
+    return saved, work
+
+
 def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_completion, image_size, shots,
              text_tokens, beta, dtype, grad_checkpointing, rollout_reshard, gpu_gb, margin_gb):
     """Pure arithmetic on the unit counts `c`: returns the table rows and the verdict."""
@@ -174,17 +194,7 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
                                ("no-grad working set", ref_work, f"{P} + {B}×{T} tok, one layer at a time"),
                                mask_row,
                                ("completion logits", e * logit_elems + 4 * T * V, f"{dtype} [B,T,V] + one fp32 row")]
-    # not checkpointed: the final norm; per patch the fp32 pixel_values, the conv's input in the compute dtype,
-    # the merger's RMSNorm, and its Linear / GELU / Linear inputs (4·hv per 4 patches each)
-    pixel = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2  # 1176 values per patch
-    edges = tokens * layer_saved(h, 0, e, 0) / 2 + vtokens * ((4 + e) * pixel + layer_saved(hv, 0, e, 0) / 2 + 3 * e * hv)
-    if grad_checkpointing:  # saved: each layer's input; recomputed: one layer's whole graph
-        saved = tokens * L * e * h + vtokens * Lv * e * hv + edges
-        work = max(tokens * (layer_saved(h, I, e, 5) + backward_transient(h, I, e)),
-                   vtokens * (layer_saved(hv, Iv, e, 7) + backward_transient(hv, Iv, e)))
-    else:
-        saved = tokens * L * layer_saved(h, I, e, 5) + vtokens * Lv * layer_saved(hv, Iv, e, 7) + edges
-        work = max(tokens * backward_transient(h, I, e), vtokens * backward_transient(hv, Iv, e))
+    saved, work = train_activations(config, tokens, vtokens, e, grad_checkpointing)
     # anomalyr1.packed_logprobs: lm_head gives [B,T,V] in bf16; each row's fp32 copy is kept by logsumexp for
     # backward. Logits are freed by their own backward, before any layer is recomputed: max(), not sum.
     logits = (e + 4) * logit_elems
