@@ -369,14 +369,6 @@ def overlay(image, box, mask):
 
 # ----------------------------------------------------------------------------- command line
 
-def parse_options(text):
-    """'A=Yes.,B=No.' → {"A": "Yes.", "B": "No."}; commas may appear inside an option's text."""
-    options = dict(re.findall(r"(?:^|,)\s*([A-Z])\s*=\s*(.*?)(?=,\s*[A-Z]\s*=|$)", text.strip()))
-    if text.strip() and not options:
-        raise ValueError(f"cannot read --options {text!r}: write them as 'A=Yes.,B=No.'")
-    return options
-
-
 @dataclasses.dataclass
 class Config:
     image: str = cli.option(cli.REQUIRED, "the query image")
@@ -395,7 +387,7 @@ def ask(cfg):
     original image's pixels); return the box or None."""
     import roam
     from data import Sample
-    options = parse_options(cfg.options)
+    options = cli.parse_options(cfg.options)
     query = os.path.abspath(cfg.image)
     for path in [query] + cfg.template:  # fail on a bad image before spending time on the model
         load_image(path)

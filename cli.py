@@ -18,6 +18,7 @@ list[str] -> a repeatable flag; anything else one value of that type. A field wi
 import argparse
 import contextlib
 import dataclasses
+import re
 import sys
 import typing
 
@@ -75,6 +76,14 @@ def add_flags(parser, config_cls, shown_default=None):
             continue
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, choices=meta.get("choices"), help=help,
                             metavar=metavar, required=default is REQUIRED, default=argparse.SUPPRESS, **shape)
+
+
+def parse_options(text):
+    """--options 'A=Yes.,B=No.' -> {"A": "Yes.", "B": "No."}; commas may appear inside an option's text."""
+    options = dict(re.findall(r"(?:^|,)\s*([A-Z])\s*=\s*(.*?)(?=,\s*[A-Z]\s*=|$)", text.strip()))
+    if text.strip() and not options:
+        raise ValueError(f"cannot read --options {text!r}: write them as 'A=Yes.,B=No.'")
+    return options
 
 
 def given(parser, argv=None) -> dict:

@@ -264,14 +264,6 @@ def test_sam2_unavailable_is_said_clearly(tmp_path):
         anomalyr1.sam2_mask(Image.new("RGB", (8, 8)), [0, 0, 4, 4], str(tmp_path))
 
 
-def test_parse_options():
-    assert anomalyr1.parse_options("A=Yes.,B=No.") == {"A": "Yes.", "B": "No."}
-    assert anomalyr1.parse_options("A=Red, green,B=Blue") == {"A": "Red, green", "B": "Blue"}
-    assert anomalyr1.parse_options("") == {}
-    with pytest.raises(ValueError, match="A=Yes"):
-        anomalyr1.parse_options("yes or no")
-
-
 def test_cli_prints_a_reply(tiny, tmp_path, capsys):
     query, template = write_image(tmp_path / "q.png"), write_image(tmp_path / "t.png", colour=(9, 9, 9))
     assert anomalyr1.main(["--image", query, "--template", template, "--max-new-tokens", "64"]) == 0

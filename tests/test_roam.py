@@ -429,7 +429,11 @@ def test_cli(capsys):
     assert roam.main([RIGHT, "--answer", "B", "--options", "A=Scratch.,B=Hole.,C=Stain.,D=Crack."]) == 0
     out = capsys.readouterr().out
     assert "roam      1.0000" in out and "accuracy  1.0000" in out
-    assert roam.main([RIGHT, "--answer", "B", "--options", "nonsense"]) == 2
+    for argv in ([RIGHT, "--answer", "B", "--options", "nonsense"], [RIGHT]):  # unreadable options; no --answer
+        with pytest.raises(SystemExit) as e:
+            roam.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("roam.py: error: ") and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------- fuzz: never raises, only the five tiers
