@@ -17,7 +17,6 @@ Prompt (paper §3.4 + MMAD's protocol):
 
 import dataclasses
 import os
-import re
 import sys
 
 import numpy as np
@@ -350,7 +349,7 @@ def sam2_mask(image, box, sam2_path):
         processor = Sam2Processor.from_pretrained(sam2_path)
     except Exception as e:  # transformers' SAM2 image processor imports torchvision at module level
         raise ImportError(f"SAM2 is unavailable here ({type(e).__name__}: {e}); transformers' SAM2 needs "
-                           "torchvision, which this CPU install leaves out — drop --sam2 to use the box mask") from None
+                          "torchvision, which this CPU install leaves out — drop --sam2 to use the box mask") from None
     model = Sam2Model.from_pretrained(sam2_path, use_safetensors=True).eval()
     inputs = processor(images=image, input_boxes=[[box]], return_tensors="pt")
     with torch.no_grad():
