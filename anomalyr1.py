@@ -15,17 +15,18 @@ Prompt (paper §3.4 + MMAD's protocol):
              letter answer in <answer> </answer> tags."
 """
 
-import argparse
+import dataclasses
 import json
 import os
-import re
 import sys
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+import cli
 import data
+
 
 # ----------------------------------------------------------------------------- prompt text
 
@@ -141,14 +142,11 @@ def split_prompts(batch, vision_start_id):
 
 
 @torch.no_grad()
-def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True,
-             output_logprobs=False):
+def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True):
     """Sample `num_return_sequences` completions per prompt with `generate`.
 
     Returns completion_ids [B·G, T] (rows grouped: prompt 0's G completions, then prompt 1's, …; padded with the
-    pad token after the end of turn) and their texts (special tokens dropped, cut at the end of turn); with
-    output_logprobs, also generate's own log-probs of the sampled tokens [B·G, T] (before temperature), which
-    token_logprobs must reproduce.
+    pad token after the end of turn) and their texts (special tokens dropped, cut at the end of turn).
 
     Each prompt is prefilled once, images included, and its KV cache copied G times; generate then continues
     all B·G rows from there (its own path for continuing from a cache). The G samples of a prompt would
@@ -168,14 +166,9 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
         past_key_values=cache,
         max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
         eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,
-        output_logits=output_logprobs, return_dict_in_generate=True, **sampling)
+        return_dict_in_generate=True, **sampling)
     completion_ids = out.sequences[:, batch["input_ids"].shape[1]:]                  # [B·G, T]
-    texts = decode(processor, completion_ids)
-    if not output_logprobs:
-        return completion_ids, texts
-    logits = torch.stack(out.logits, 1).float()                                     # [B·G, T, V]
-    logprobs = logits.log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)  # [B·G, T]
-    return completion_ids, texts, logprobs
+    return completion_ids, decode(processor, completion_ids)
 
 
 def completion_mask(completion_ids, eos_id):
@@ -191,19 +184,29 @@ def decode(processor, completion_ids):
     return [processor.tokenizer.decode(ids[m], skip_special_tokens=True) for ids, m in zip(completion_ids, mask)]
 
 
-def token_logprobs(model, batch, completion_ids, group_size):
-    """Per-token log π(o_t | q, o_<t) of the completions under `model`: [B·G, T].
+def logprobs(model, prompt, completions):
+    """log π_θ(o_t | q, o_<t) [G, T] of G completions [G, T] of one unpadded prompt [1, P]: the definition.
 
-    batch holds B prompts; completion_ids [B·G, T] holds each prompt's G completions in consecutive rows. Each
-    prompt is scored by one forward over one packed row (packed_logprobs).
+    One ordinary forward per completion over [q | o_i]; the model numbers the positions itself (3-D mRoPE for the
+    image tokens, which it finds through mm_token_type_ids). The logits at position P - 1 + t predict o_t.
+    packed_logprobs computes the same numbers in one forward; this is the version to read, and the one the tests
+    hold it to (log-probs and gradients).
     """
-    prompts = split_prompts(batch, model.config.vision_start_token_id)
-    return torch.cat([packed_logprobs(model, prompt, completions)
-                      for prompt, completions in zip(prompts, completion_ids.split(group_size))])  # [B·G, T]
+    prompt = {k: v.to(model.device) for k, v in prompt.items()}
+    P = prompt["input_ids"].shape[1]
+    rows = []
+    for o in completions.to(model.device):                                          # [T]
+        ids = torch.cat([prompt["input_ids"], o[None]], 1)                          # [1, P+T]
+        types = torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(o)[None]], 1)  # [1, P+T]: 0 = text
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types,
+                       pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"],
+                       use_cache=False).logits[0, P - 1:-1].float()                   # [T, V]
+        rows.append(logits.log_softmax(-1).gather(-1, o[:, None]).squeeze(-1))      # [T]
+    return torch.stack(rows)                                                        # [G, T]
 
 
 def packed_logprobs(model, prompt, completions):
-    """log π(o_t | q, o_<t) [G, T] of G completions [G, T] of one unpadded prompt [1, P], in one forward.
+    """logprobs(model, prompt, completions), the same [G, T] numbers, in one forward instead of G.
 
     The row is [q | o_1 | o_2 | … | o_G]: the prompt and its images go through the model once, not G times. With
     the paper's settings (two 1000×800 images ≈ 2.3k prompt tokens, G = 8 × 256 completion tokens) that is 4.3k
@@ -437,8 +440,8 @@ def sam2_mask(image, box, sam2_path):
         from transformers import Sam2Model, Sam2Processor
         processor = Sam2Processor.from_pretrained(sam2_path)
     except Exception as e:  # transformers' SAM2 image processor imports torchvision at module level
-        raise RuntimeError(f"SAM2 is unavailable here ({type(e).__name__}: {e}); transformers' SAM2 needs "
-                           "torchvision, which this CPU install leaves out — drop --sam2 to use the box mask") from None
+        raise ImportError(f"SAM2 is unavailable here ({type(e).__name__}: {e}); transformers' SAM2 needs "
+                          "torchvision, which this CPU install leaves out — drop --sam2 to use the box mask") from None
     model = Sam2Model.from_pretrained(sam2_path, use_safetensors=True).eval()
     inputs = processor(images=image, input_boxes=[[box]], return_tensors="pt")
     with torch.no_grad():
@@ -457,63 +460,60 @@ def overlay(image, box, mask):
 
 # ----------------------------------------------------------------------------- command line
 
-def parse_options(text):
-    """'A=Yes.,B=No.' → {"A": "Yes.", "B": "No."}; commas may appear inside an option's text."""
-    options = dict(re.findall(r"(?:^|,)\s*([A-Z])\s*=\s*(.*?)(?=,\s*[A-Z]\s*=|$)", text.strip()))
-    if text.strip() and not options:
-        raise ValueError(f"cannot read --options {text!r}: write them as 'A=Yes.,B=No.'")
-    return options
+@dataclasses.dataclass
+class Config:
+    image: str = cli.option(cli.REQUIRED, "the query image")
+    template: list[str] = cli.option([], "a normal sample shown before the query image (repeatable: 0, 1 or k)")
+    question: str = cli.option(DEFAULT_QUESTION, "the question")
+    options: str = cli.option("A=Yes.,B=No.", "its options as 'A=Yes.,B=No.'; '' for a box question")
+    model: str = cli.option("tiny", "'tiny' (offline, built on first use) or a local Qwen2.5-VL folder")
+    max_new_tokens: int = cli.option(256, "completion length limit")
+    sample: bool = cli.option(False, "sample at temperature 1 instead of greedy decoding")
+    out: str | None = cli.option(None, "write an overlay PNG of the answer's box here")
+    sam2: str | None = cli.option(None, "local transformers SAM2 folder to turn the box into a pixel mask (§3.1)")
+
+
+def ask(cfg):
+    """Print the model's reply to one question about cfg.image, the option it chose, and the box it drew (in the
+    original image's pixels); return the box or None."""
+    import roam
+    from data import Sample
+    options = cli.parse_options(cfg.options)
+    query = os.path.abspath(cfg.image)
+    for path in [query] + cfg.template:  # fail on a bad image before spending time on the model
+        load_image(path)
+    sample = Sample(image=query, root=os.path.dirname(query), question=cfg.question, options=options,
+                    answer="", question_type="", similar_templates=[os.path.abspath(t) for t in cfg.template])
+    model, processor = load(cfg.model)
+    batch = prepare(processor, [sample], shots=len(cfg.template))
+    _, texts = generate(model, processor, batch, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.sample)
+    reply = texts[0]
+    print(reply)
+    if options:
+        choice = roam.extract_choice(roam.parse(reply).answer or "", options)
+        print(f"answer: {choice}. {options[choice]}" if choice else "answer: (none: the reply names no option)")
+    with Image.open(query) as im:
+        original_size = im.size
+    box = parse_box(reply, model_input_size(processor, load_image(query).size), original_size)
+    if box is not None:
+        print("box:", [round(v, 1) for v in box])
+    return box
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Ask Qwen2.5-VL an MMAD question about one image (AnomalyR1 prompt).")
-    parser.add_argument("--image", required=True, help="the query image")
-    parser.add_argument("--template", action="append", default=[], help="a normal sample shown before the query "
-                        "image (repeatable: 0, 1 or k templates)")
-    parser.add_argument("--question", default=DEFAULT_QUESTION)
-    parser.add_argument("--options", default="A=Yes.,B=No.", help="'A=Yes.,B=No.'; empty for a box question")
-    parser.add_argument("--model", default="tiny", help="'tiny' (offline, built on first use) or a local "
-                        "Qwen2.5-VL folder")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--sample", action="store_true", help="sample at temperature 1 instead of greedy decoding")
-    parser.add_argument("--out", help="write an overlay PNG of the answer's box here")
-    parser.add_argument("--sam2", help="local transformers SAM2 folder to turn the box into a pixel mask (§3.1)")
-    args = parser.parse_args(argv)
-    try:
-        from data import Sample
-        options = parse_options(args.options)
-        query = os.path.abspath(args.image)
-        for path in [query] + args.template:  # fail on a bad image before spending time on the model
-            load_image(path)
-        sample = Sample(image=query, root=os.path.dirname(query), question=args.question, options=options,
-                        answer="", question_type="", similar_templates=[os.path.abspath(t) for t in args.template])
-        model, processor = load(args.model)
-        batch = prepare(processor, [sample], shots=len(args.template))
-        _, texts = generate(model, processor, batch, max_new_tokens=args.max_new_tokens, do_sample=args.sample)
-        reply = texts[0]
-        print(reply)
-        import roam
-        parsed = roam.parse(reply)
-        if options:
-            choice = roam.extract_choice(parsed.answer or "", options)
-            print(f"answer: {choice}. {options[choice]}" if choice else "answer: (none: the reply names no option)")
-        image = load_image(query)
-        with Image.open(query) as im:
-            original_size = im.size
-        box = parse_box(reply, model_input_size(processor, image.size), original_size)
-        if box is not None:
-            print("box:", [round(v, 1) for v in box])
-        if args.out:
+    p = cli.parser("Ask Qwen2.5-VL an MMAD question about one image (AnomalyR1 prompt).", prog="anomalyr1.py")
+    cli.add_flags(p, Config)
+    cfg = Config(**cli.given(p, argv))
+    with cli.user_errors("anomalyr1.py", (ValueError, OSError, ImportError)):
+        box = ask(cfg)
+        if cfg.out:
             if box is None:
-                raise ValueError(f"the reply holds no bounding box, so there is nothing to draw into {args.out}; "
+                raise ValueError(f"the reply holds no bounding box, so there is nothing to draw into {cfg.out}; "
                                  "ask a box question (--options '') or drop --out")
-            original = data.open_image(query)  # the same decoding as the model's input (16-bit, alpha)
-            mask = sam2_mask(original, box, args.sam2) if args.sam2 else box_mask(original.size, box)
-            overlay(original, box, mask).save(args.out)
-            print(f"overlay written to {args.out}")
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            original = data.open_image(cfg.image)  # the same decoding as the model's input (16-bit, alpha)
+            mask = sam2_mask(original, box, cfg.sam2) if cfg.sam2 else box_mask(original.size, box)
+            overlay(original, box, mask).save(cfg.out)
+            print(f"overlay written to {cfg.out}")
     return 0
 
 

@@ -5,31 +5,51 @@ becomes one line on stderr and exit status 2, never a traceback.
     class Config:
         group_size: int = cli.option(8, "G, completions sampled per prompt")
 
-    parser = cli.parser("what the script does")
+    parser = cli.parser("what the script does", prog="script.py")
     cli.add_flags(parser, Config)                 # --group-size GROUP_SIZE, booleans as --flag/--no-flag
     cfg = Config(**cli.given(parser, argv))       # only the flags given: layer them over saved settings
+    with cli.user_errors("script.py"):            # ValueError / OSError -> `script.py: error: ...`, exit 2
+        run(cfg)
+
+A field's annotation picks the flag's shape: bool -> --flag/--no-flag; tuple[int, int] -> two values;
+list[str] -> a repeatable flag; anything else one value of that type. A field without a default
+(cli.REQUIRED) is a required flag, or a positional argument with `positional=True`.
 """
 import argparse
 import contextlib
 import dataclasses
+import re
 import sys
 import typing
 
+REQUIRED = dataclasses.MISSING  # cli.option(cli.REQUIRED, ...): the user must give it
 
-def option(default, help, choices=None):
+
+def option(default, help, choices=None, positional=False, metavar=None):
     """A config field that is also a flag: its help text and, optionally, the values it may take."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+    metadata = {"help": help, "choices": choices, "positional": positional, "metavar": metavar}
+    if isinstance(default, list):  # a dataclass needs a fresh list per instance
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-def parser(description):
-    """An ArgumentParser whose errors are one line (`prog: error: ... (see --help)`, exit 2), not the usage block."""
-    p = argparse.ArgumentParser(description=description)
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (`prog: error: ... (see --help)`, exit 2), not the usage block.
+    Its subcommands' parsers are of this class too (argparse makes them with the parent's class)."""
 
-    def error(message):
-        print(f"{p.prog}: error: {message} (see --help)", file=sys.stderr)
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(2)
-    p.error = error
-    return p
+
+
+def parser(description, prog=None):
+    return Parser(description=description, prog=prog)
+
+
+def _default(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else REQUIRED
 
 
 def add_flags(parser, config_cls, shown_default=None):
@@ -37,15 +57,33 @@ def add_flags(parser, config_cls, shown_default=None):
     is the default the help text names (e.g. one that depends on the model); by default the field's own.
     Flags left out do not appear in the parsed namespace, so `given` returns only what the user said."""
     for f in dataclasses.fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = shown_default(f) if shown_default else f.default
-        help = f.metadata.get("help", "") + (f" (default: {default})" if default is not None else "")
+        meta, default = f.metadata, _default(f)
+        shown = shown_default(f) if shown_default else default
+        help = meta.get("help", "") + (f" (default: {shown})" if shown not in (None, REQUIRED, []) else "")
         if f.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
+            parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help)
             continue
-        kind = ([t for t in typing.get_args(f.type) if t is not type(None)] or [f.type])[0]
-        parser.add_argument(flag, type=kind, metavar=f.name.upper(), choices=f.metadata.get("choices"),
-                            default=argparse.SUPPRESS, help=help)
+        kind = ([t for t in typing.get_args(f.type) if t is not type(None)] or [f.type])[0]  # X | None -> X
+        shape = {}
+        if typing.get_origin(f.type) is tuple:      # tuple[int, int]: two values
+            kind, shape = typing.get_args(f.type)[0], {"nargs": len(typing.get_args(f.type))}
+        elif typing.get_origin(f.type) is list:     # list[str]: the flag repeats
+            kind, shape = typing.get_args(f.type)[0], {"action": "append"}
+        metavar = meta.get("metavar") or (None if meta.get("choices") else f.name.upper())  # None: {a,b} shown
+        if meta.get("positional"):
+            parser.add_argument(f.name, type=kind, choices=meta.get("choices"), metavar=metavar, help=help)
+            continue
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, choices=meta.get("choices"), help=help,
+                            metavar=metavar, required=default is REQUIRED, default=argparse.SUPPRESS, **shape)
+
+
+def parse_options(text):
+    """--options 'A=Yes.,B=No.' -> {"A": "Yes.", "B": "No."}; commas may appear inside an option's text."""
+    options = dict(re.findall(r"(?:^|,)\s*([A-Z])\s*=\s*(.*?)(?=,\s*[A-Z]\s*=|$)", text.strip()))
+    if text.strip() and not options:
+        raise ValueError(f"cannot read --options {text!r}: write them as 'A=Yes.,B=No.'")
+    return options
 
 
 def given(parser, argv=None) -> dict:

@@ -44,7 +44,6 @@ CLI:  python data.py synth OUT [--seed S]
       python data.py build ROOT --out questions.json [--name DATASET] [--seed S]
       python data.py stats FILE --root ROOT
 """
-import argparse
 import json
 import math
 import os
@@ -56,6 +55,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+import cli
 
 QUESTION_TYPES = ["Anomaly Detection", "Defect Classification", "Defect Localization", "Defect Description",
                   "Defect Analysis", "Object Classification", "Object Analysis"]  # the 7 MMAD subtasks, table order
@@ -81,10 +82,11 @@ class Sample:
     def path(self) -> str:
         return os.path.join(self.root, self.image)
 
-    def template_paths(self, shots: int, kind: str = "similar") -> list[str]:
-        if kind not in ("similar", "random"):
-            raise ValueError(f"template kind must be 'similar' or 'random', got {kind!r}")
-        names = self.similar_templates if kind == "similar" else self.random_templates
+    def template_paths(self, shots: int, templates: str = "similar") -> list[str]:
+        """The first `shots` normal images of the `templates` list ("similar" or "random", as --templates)."""
+        if templates not in ("similar", "random"):
+            raise ValueError(f"--templates must be 'similar' or 'random', got {templates!r}")
+        names = self.similar_templates if templates == "similar" else self.random_templates
         return [os.path.join(self.root, t) for t in names[:shots]]
 
 
@@ -589,41 +591,59 @@ def stats(samples) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class SynthConfig:
+    out: str = cli.option(cli.REQUIRED, "folder to write the synthetic set into", positional=True)
+    seed: int = cli.option(0, "seed of the painted defects")
+
+
+@dataclass
+class BuildConfig:
+    root: str = cli.option(cli.REQUIRED, "dataset folder: ROOT/<category>/{train/good,test/<defect>,ground_truth}/...",
+                           positional=True)
+    out: str = cli.option(cli.REQUIRED, "the MMAD-schema json to write")
+    name: str | None = cli.option(None, "dataset name (first key component); default: ROOT's folder name")
+    seed: int = cli.option(0, "seed of the option shuffle and the random templates")
+
+
+@dataclass
+class StatsConfig:
+    file: str = cli.option(cli.REQUIRED, "an MMAD-schema json", positional=True)
+    root: str = cli.option(cli.REQUIRED, "the folder its image paths are relative to")
+
+
+COMMANDS = {  # subcommand: (its settings, one-line help, longer description)
+    "synth": (SynthConfig, "write the synthetic defect set (MVTec-AD layout) to OUT", None),
+    "build": (BuildConfig, "MVTec-layout folder -> MMAD-schema json; load it with --root = ROOT's parent",
+              "Keys are NAME/<path inside ROOT>, so load the json with the PARENT of ROOT as data root. With --name "
+              "differing from ROOT's folder name, the data root must hold a folder (or in-root symlink) called NAME "
+              "with ROOT's content."),
+    "stats": (StatsConfig, "count questions per dataset x type x answer letter", None),
+}
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("synth", help="write the synthetic defect set (MVTec-AD layout) to OUT")
-    a.add_argument("out")
-    a.add_argument("--seed", type=int, default=0)
-    a = sub.add_parser("build", help="MVTec-layout folder -> MMAD-schema json; load it with --root = ROOT's parent",
-                       description="Keys are NAME/<path inside ROOT>, so load the json with the PARENT of ROOT as "
-                                   "data root. With --name differing from ROOT's folder name, the data root must "
-                                   "hold a folder (or in-root symlink) called NAME with ROOT's content.")
-    a.add_argument("root", help="dataset folder: ROOT/<category>/{train/good,test/<defect>,ground_truth}/...")
-    a.add_argument("--out", required=True)
-    a.add_argument("--name", default=None, help="dataset name (first key component); default: ROOT's folder name")
-    a.add_argument("--seed", type=int, default=0)
-    a = sub.add_parser("stats", help="count questions per dataset x type x answer letter")
-    a.add_argument("file")
-    a.add_argument("--root", required=True)
-    args = p.parse_args(argv)
-    try:
-        if args.cmd == "synth":
+    p = cli.parser(__doc__.split("\n")[0], prog="data.py")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (config_cls, help, description) in COMMANDS.items():
+        cli.add_flags(sub.add_parser(name, help=help, description=description or help), config_cls)
+    args = cli.given(p, argv)
+    command = args.pop("command")
+    cfg = COMMANDS[command][0](**args)
+    with cli.user_errors("data.py"):
+        if command == "synth":
             import synth  # synth.py imports this module for build: imported here, not at the top
-            synth.synth(args.out, args.seed)
-            print(f"wrote {args.out}")
-        elif args.cmd == "build":
-            out = build(args.root, args.out, args.name, args.seed)
-            root = os.path.abspath(args.root)
-            load = os.path.dirname(root) if args.name in (None, os.path.basename(root)) else \
-                f"a folder holding {args.name}/ with {root}'s content"
+            synth.synth(cfg.out, cfg.seed)
+            print(f"wrote {cfg.out}")
+        elif command == "build":
+            out = build(cfg.root, cfg.out, cfg.name, cfg.seed)
+            root = os.path.abspath(cfg.root)
+            load = os.path.dirname(root) if cfg.name in (None, os.path.basename(root)) else \
+                f"a folder holding {cfg.name}/ with {root}'s content"
             print(f"wrote {len(out)} images, {sum(len(r['conversation']) for r in out.values())} questions to "
-                  f"{args.out}; load it with root {load}")
+                  f"{cfg.out}; load it with root {load}")
         else:
-            print(stats(load_mmad(args.file, args.root)))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            print(stats(load_mmad(cfg.file, cfg.root)))
     return 0
 
 

@@ -8,7 +8,6 @@ One question per generate row (MMAD asks one per turn), options reshuffled with 
 letter remapped (§4.2: "the evaluation program randomizes the answer choices"), greedy decoding.
 Answers are appended to OUT/answers.jsonl as they come, so a killed run resumes where it stopped.
 """
-import argparse
 import dataclasses
 import datetime
 import difflib
@@ -18,9 +17,10 @@ import os
 import random
 import re
 import sys
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from statistics import fmean
+
+import cli
 
 # The 7 MMAD subtasks in table order; FOLD maps MMAD's "Object Structure"/"Object Details" to "Object Analysis".
 # data.py imports only numpy/PIL; anomalyr1 (torch, transformers) and roam load lazily where needed.
@@ -38,7 +38,7 @@ UNANSWERED = ("wrong", "drop")
 
 
 def summarize(records, unanswered="wrong") -> dict:
-    """{dataset: {subtask: accuracy %, ..., "Average": %}, ..., "Average": {...}} (DESIGN.md).
+    """{dataset: {subtask: accuracy %, ..., "Average": %}, ..., "Average": {...}}: the paper's Tables 2, 3, 5.
 
     unanswered="wrong": predicted None counts as wrong (a model that fails to answer is not flattered).
     unanswered="drop": MMAD's published-table convention, the question leaves the denominator. (MMAD's
@@ -291,47 +291,36 @@ def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=T
 
 # ----------------------------------------------------------------------------- CLI
 
-def _flag(default, help):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class Config:
-    model: str = _flag("tiny", '"tiny" = the embedded offline model, else a local Hugging Face folder')
-    data: str | None = _flag(None, "MMAD-schema json (mmad.json); default: the synthetic set")
-    root: str | None = _flag(None, "folder the json's image paths are relative to; default: the json's folder")
-    split: str = _flag("heldout", "heldout: only images grpo.py's few-shot draw left out; "
-                       "all: the whole json (the paper's tables)")
-    shots: int = _flag(1, "normal template images shown before the query (Table 2 is 1-shot)")
-    templates: str = _flag("similar", "MMAD's retrieved similar templates, or random ones (paper §4.4)")
-    limit: int | None = _flag(None, "answer only the first N questions")
-    out: str | None = _flag(None, "output folder; default runs/eval/<model name>_<shots>shot")
-    batch_size: int = _flag(8, "questions per generate call")
-    max_new_tokens: int = _flag(256, "completion length limit (the authors' setting)")
-    seed: int = _flag(0, "seed of the option reshuffle")
-    shuffle: bool = _flag(True, "reshuffle the options (paper §4.2); --no-shuffle keeps the json's order")
-    unanswered: str = _flag("wrong", "unanswered questions count as wrong, or drop them from the denominator "
-                            "(MMAD's published tables); results.md gives both averages when any are unanswered")
-    grounding: bool = _flag(False, 'also ask "Defect Grounding" questions, scored by mean IoU')
-    device: str | None = _flag(None, "default: cuda if available, else cpu")
+    model: str = cli.option("tiny", '"tiny" = the embedded offline model, else a local Hugging Face folder')
+    data: str | None = cli.option(None, "MMAD-schema json (mmad.json); default: the synthetic set")
+    root: str | None = cli.option(None, "folder the json's image paths are relative to; default: the json's folder")
+    split: str = cli.option("heldout", "heldout: only images grpo.py's few-shot draw left out; "
+                            "all: the whole json (the paper's tables)", choices=["heldout", "all"])
+    shots: int = cli.option(1, "normal template images shown before the query (Table 2 is 1-shot)", choices=[0, 1, 2])
+    templates: str = cli.option("similar", "MMAD's retrieved similar templates, or random ones (paper §4.4)",
+                                choices=["similar", "random"])
+    limit: int | None = cli.option(None, "answer only the first N questions")
+    out: str | None = cli.option(None, "output folder; default runs/eval/<model name>_<shots>shot")
+    batch_size: int = cli.option(8, "questions per generate call")
+    max_new_tokens: int = cli.option(256, "completion length limit (the authors' setting)")
+    seed: int = cli.option(0, "seed of the option reshuffle")
+    shuffle: bool = cli.option(True, "reshuffle the options (paper §4.2); --no-shuffle keeps the json's order")
+    unanswered: str = cli.option("wrong", "unanswered questions count as wrong, or drop them from the denominator "
+                                 "(MMAD's published tables); results.md gives both averages when any are unanswered",
+                                 choices=list(UNANSWERED))
+    grounding: bool = cli.option(False, 'also ask "Defect Grounding" questions, scored by mean IoU')
+    device: str | None = cli.option(None, "default: cuda if available, else cpu")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__.split("\n")[0], prog="eval.py")
     p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON",
                    help="print Tables 2, 3, 5 for these results.json files, with deltas vs the first")
-    choices = {"split": ["heldout", "all"], "shots": [0, 1, 2], "templates": ["similar", "random"],
-               "unanswered": list(UNANSWERED)}
-    for f in dataclasses.fields(Config):
-        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        if f.type is bool:
-            p.add_argument("--no-" + f.name if f.default else flag, dest=f.name, help=help,
-                           action="store_false" if f.default else "store_true")
-        else:
-            kind = int if int in (typing.get_args(f.type) or (f.type,)) else str
-            p.add_argument(flag, type=kind, default=f.default, choices=choices.get(f.name), help=help)
-    args = vars(p.parse_args(argv))
-    compare_paths = args.pop("compare")
+    cli.add_flags(p, Config)
+    args = cli.given(p, argv)
+    compare_paths = args.pop("compare", None)
     return Config(**args), compare_paths
 
 
@@ -435,14 +424,11 @@ def evaluate(cfg: Config) -> dict:
 
 def main(argv=None) -> int:
     cfg, compare_paths = parse_args(argv)
-    try:
+    with cli.user_errors("eval.py"):  # bad paths, files, settings: one line, exit 2
         if compare_paths:
             print(compare(compare_paths))
         else:
             evaluate(cfg)
-    except (ValueError, OSError) as e:  # bad paths, files, settings: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

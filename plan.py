@@ -15,9 +15,10 @@ parameter (FSDP2 pads dim 0), so with gpus=1 the counts are exactly those of the
 Persistent all step: fp32 parameter, gradient and AdamW (exp_avg, exp_avg_sq, a 4-byte step per tensor)
 shards, and the frozen reference model's bf16 shards (none when beta == 0). On top of that the step peaks
 in one of four phases; total = persistent + the largest phase:
-  rollout    one generate call for the GPU's prompts × G: the whole policy unsharded in bf16 (assumes grpo calls
-             set_reshard_after_forward(False) around generate, 129 -> 5 all-gathers in FACTS.md; else pass
-             rollout_unsharded=False), the KV cache, the no-grad prefill of each prompt once.
+  rollout    one generate call for the GPU's prompts × G: the whole policy unsharded in bf16 (grpo.py calls
+             set_reshard_after_forward(False) around generate: measured on the tiny model, 32 new tokens took 5
+             all-gathers instead of 129; with --rollout-reshard it does not), the KV cache, the no-grad prefill of
+             each prompt once.
   reference  reference log-probs, no grad, `logprob_batch` completions of one prompt per forward.
   train      policy log-prob forward + backward, `logprob_batch` completions per micro-batch (backward per
              micro-batch, gradients accumulate).
@@ -29,20 +30,26 @@ memory-efficient kernel with the row's [L, L] mask (bool, plus its cast to the c
 Logits exist only for completion positions (logits_to_keep). Buffers, the CUDA context, NCCL buffers and
 allocator fragmentation are what the safety margin is for.
 """
-import argparse
+import dataclasses
 import itertools
 import math
 import os
+import sys
 
 import torch
 from transformers import AutoConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+# the image processor's own resize rule (no torchvision needed): multiples of 28 px within a pixel budget
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+import cli
 
 GiB = 2**30
 BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
 def qwen25_vl_3b_config():
-    """Qwen2.5-VL-3B-Instruct from its public config.json numbers (FACTS.md), no download."""
+    """Qwen2.5-VL-3B-Instruct from the numbers of its public config.json (Qwen/Qwen2.5-VL-3B-Instruct on the
+    Hugging Face hub), so the planner needs no download."""
     return Qwen2_5_VLConfig(
         text_config=dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
                          intermediate_size=11008, vocab_size=151936, max_position_embeddings=128000, rms_norm_eps=1e-6,
@@ -75,31 +82,17 @@ def load_config(model):
     if model == "tiny-config":
         return tiny_plan_config()
     if not os.path.isfile(os.path.join(model, "config.json")):
-        raise ValueError(f"plan: no {os.path.join(model, 'config.json')}. Pass a local Hugging Face model folder, "
+        raise ValueError(f"no {os.path.join(model, 'config.json')}. Pass a local Hugging Face model folder, "
                          "'qwen2.5-vl-3b' or 'tiny-config'.")
     config = AutoConfig.from_pretrained(model, local_files_only=True, trust_remote_code=False)  # never remote code
     if config.model_type != "qwen2_5_vl":
-        raise ValueError(f"plan: {model}/config.json is model_type {config.model_type!r}; this planner knows "
+        raise ValueError(f"{model}/config.json is model_type {config.model_type!r}; this planner knows "
                          "Qwen2.5-VL ('qwen2_5_vl') only.")
     return config
 
 
 # Qwen2.5-VL-*-Instruct's image budget (preprocessor_config.json): a 1000×800 image stays 1008×812
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 14 * 14 * 4 * 16384
-
-
-def smart_resize(height, width, factor=28, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):
-    """Qwen2.5-VL's image resize: both sides multiples of `factor` (patch 14 × merge 2), area within the bounds,
-    aspect ratio kept as closely as possible. Returns (height, width)."""
-    h, w = round(height / factor) * factor, round(width / factor) * factor
-    if h * w > max_pixels:
-        scale = math.sqrt(height * width / max_pixels)
-        h = max(factor, math.floor(height / scale / factor) * factor)
-        w = max(factor, math.floor(width / scale / factor) * factor)
-    elif h * w < min_pixels:
-        scale = math.sqrt(min_pixels / (height * width))
-        h, w = math.ceil(height * scale / factor) * factor, math.ceil(width * scale / factor) * factor
-    return h, w
 
 
 def count_units(config, gpus):
@@ -138,8 +131,28 @@ def nograd_transient(h, inter, e):
     return e * (3 * inter + 3 * h) + 4 * h
 
 
-def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_completion, image_size, templates,
-             text_tokens, beta, dtype, grad_checkpointing, rollout_unsharded, gpu_gb, margin_gb):
+def train_activations(config, tokens, vtokens, e, grad_checkpointing):
+    """(bytes autograd keeps for backward, bytes of the largest layer's backward working set) of one policy
+    log-prob forward over `tokens` LLM tokens and `vtokens` vision-tower patches."""
+    tc, vc = config.text_config, config.vision_config
+    h, I, L, hv, Iv, Lv = tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers, vc.hidden_size, \
+        vc.intermediate_size, vc.depth
+    # not checkpointed: the final norm; per patch the fp32 pixel_values, the conv's input in the compute dtype,
+    # the merger's RMSNorm, and its Linear / GELU / Linear inputs (4·hv per 4 patches each)
+    pixel = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2  # 1176 values per patch
+    edges = tokens * layer_saved(h, 0, e, 0) / 2 + vtokens * ((4 + e) * pixel + layer_saved(hv, 0, e, 0) / 2 + 3 * e * hv)
+    if grad_checkpointing:  # saved: each layer's input; recomputed: one layer's whole graph
+        saved = tokens * L * e * h + vtokens * Lv * e * hv + edges
+        work = max(tokens * (layer_saved(h, I, e, 5) + backward_transient(h, I, e)),
+                   vtokens * (layer_saved(hv, Iv, e, 7) + backward_transient(hv, Iv, e)))
+    else:
+        saved = tokens * L * layer_saved(h, I, e, 5) + vtokens * Lv * layer_saved(hv, Iv, e, 7) + edges
+        work = max(tokens * backward_transient(h, I, e), vtokens * backward_transient(hv, Iv, e))
+    return saved, work
+
+
+def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_completion, image_size, shots,
+             text_tokens, beta, dtype, grad_checkpointing, rollout_reshard, gpu_gb, margin_gb):
     """Pure arithmetic on the unit counts `c`: returns the table rows and the verdict."""
     tc, vc, e = config.text_config, config.vision_config, BYTES[dtype]
     h, L, I, V = tc.hidden_size, tc.num_hidden_layers, tc.intermediate_size, tc.vocab_size
@@ -147,10 +160,11 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
     head_dim = getattr(tc, "head_dim", None) or h // tc.num_attention_heads
     G, B, T = group_size, logprob_batch or group_size, max_completion
     # prompt: each image is resized to multiples of 28 px; one LLM token per 2×2 merged 14-px patches
-    height, width = smart_resize(image_size[1], image_size[0], vc.patch_size * vc.spatial_merge_size)
+    height, width = smart_resize(image_size[1], image_size[0], vc.patch_size * vc.spatial_merge_size,
+                                 min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     patches = (height // vc.patch_size) * (width // vc.patch_size)  # vision-tower tokens per image
     image_tokens = patches // vc.spatial_merge_size**2  # LLM tokens per image
-    images = 1 + templates  # the query image + normal template images
+    images = 1 + shots  # the query image + normal template images
     P = images * image_tokens + text_tokens
     S = P + T
     prompts = math.ceil((prompts_per_step or gpus) / gpus)  # this GPU's prompts, rolled out in one generate call
@@ -166,8 +180,8 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
     seqs = prompts * G
     kv = 2 * L * tc.num_key_value_heads * head_dim * S * seqs * e
     prefill = max(prompts * P * nograd_transient(h, I, e), prompts * images * patches * nograd_transient(hv, Iv, e))
-    phases["rollout"] = [("policy for generate", e * c["params"] if rollout_unsharded else gather,
-                          f"unsharded {dtype} across generate" if rollout_unsharded else "root + 2 units all-gathered"),
+    phases["rollout"] = [("policy for generate", gather if rollout_reshard else e * c["params"],
+                          "root + 2 units all-gathered" if rollout_reshard else f"unsharded {dtype} across generate"),
                          ("KV cache", kv, f"2·{L} layers·{tc.num_key_value_heads} kv·{head_dim}·{S} tok·{seqs} seq·{e} B"),
                          ("prefill working set", prefill, "no grad, one layer or vision block at a time")]
     # log-prob forwards: one packed row [prompt | B completions]; the vision tower runs once for the prompt
@@ -180,18 +194,8 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
                                ("no-grad working set", ref_work, f"{P} + {B}×{T} tok, one layer at a time"),
                                mask_row,
                                ("completion logits", e * logit_elems + 4 * T * V, f"{dtype} [B,T,V] + one fp32 row")]
-    # not checkpointed: the final norm; per patch the fp32 pixel_values, the conv's input in the compute dtype,
-    # the merger's RMSNorm, and its Linear / GELU / Linear inputs (4·hv per 4 patches each)
-    pixel = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2  # 1176 values per patch
-    edges = tokens * layer_saved(h, 0, e, 0) / 2 + vtokens * ((4 + e) * pixel + layer_saved(hv, 0, e, 0) / 2 + 3 * e * hv)
-    if grad_checkpointing:  # saved: each layer's input; recomputed: one layer's whole graph
-        saved = tokens * L * e * h + vtokens * Lv * e * hv + edges
-        work = max(tokens * (layer_saved(h, I, e, 5) + backward_transient(h, I, e)),
-                   vtokens * (layer_saved(hv, Iv, e, 7) + backward_transient(hv, Iv, e)))
-    else:
-        saved = tokens * L * layer_saved(h, I, e, 5) + vtokens * Lv * layer_saved(hv, Iv, e, 7) + edges
-        work = max(tokens * backward_transient(h, I, e), vtokens * backward_transient(hv, Iv, e))
-    # anomalyr1.token_logprobs: lm_head gives [B,T,V] in bf16; each row's fp32 copy is kept by logsumexp for
+    saved, work = train_activations(config, tokens, vtokens, e, grad_checkpointing)
+    # anomalyr1.packed_logprobs: lm_head gives [B,T,V] in bf16; each row's fp32 copy is kept by logsumexp for
     # backward. Logits are freed by their own backward, before any layer is recomputed: max(), not sum.
     logits = (e + 4) * logit_elems
     phases["train"] = [("policy all-gather", gather, "root + 2 units"),
@@ -219,29 +223,48 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
                 params=4 * c["shard"], grads=4 * c["shard"], adam=8 * c["shard"] + 4 * c["tensors"])
 
 
-def plan(model="qwen2.5-vl-3b", gpus=4, group_size=8, logprob_batch=None, prompts_per_step=None, max_completion=256,
-         image_size=(1000, 800), templates=1, text_tokens=200, beta=0.04, dtype="bf16", grad_checkpointing=True,
-         rollout_unsharded=True, gpu_gb=48.0, margin_gb=8.0, suggest=True):
+@dataclasses.dataclass
+class Config:
+    """The planned setting; every field is a flag of python plan.py, named as grpo.py's flag for the same thing."""
+    model: str = cli.option("qwen2.5-vl-3b", "qwen2.5-vl-3b | tiny-config | a local Hugging Face folder")
+    gpus: int = cli.option(4, "GPUs the model is sharded over (FSDP2)")
+    group_size: int = cli.option(8, "G, completions sampled per prompt")
+    logprob_batch: int | None = cli.option(None, "completions per log-prob forward; default G")
+    prompts_per_step: int | None = cli.option(None, "prompts per step, all GPUs together; default one per GPU")
+    max_completion: int = cli.option(256, "completion tokens")
+    image_size: tuple[int, int] = cli.option((1000, 800), "width and height of each image before Qwen's resize",
+                                             metavar=("W", "H"))
+    shots: int = cli.option(1, "normal template images per prompt, besides the query image")
+    text_tokens: int = cli.option(200, "prompt tokens besides the images'")
+    beta: float = cli.option(0.04, "KL weight; 0 drops the reference model")
+    dtype: str = cli.option("bf16", "compute dtype", choices=sorted(BYTES))
+    grad_checkpointing: bool = cli.option(True, "recompute each layer's activations in backward")
+    rollout_reshard: bool = cli.option(False, "reshard the policy during generate (slower, saves the unsharded "
+                                              "bf16 copy)")
+    gpu_gb: float = cli.option(48.0, "memory per GPU, GiB")
+    margin_gb: float = cli.option(8.0, "allowance for the CUDA context, NCCL buffers, fragmentation, GiB")
+
+
+def plan(model="qwen2.5-vl-3b", suggest=True, **settings):
     """Per-GPU bytes of one GRPO step (see the module docstring). `model`: 'qwen2.5-vl-3b', 'tiny-config', a
-    local HF folder or a Qwen2_5_VLConfig. `image_size` (width, height) before Qwen's resize; `logprob_batch`
-    sequences per log-prob forward (None = group_size); `prompts_per_step` across all GPUs (None = one per GPU).
+    local HF folder or a Qwen2_5_VLConfig; `settings`: Config's fields by name, the rest at Config's defaults.
     If the total is over gpu_gb - margin_gb and `suggest`, result["suggestion"] is the first setting that fits."""
-    settings = dict(locals())  # every argument but these two is a setting estimate() takes
-    del settings["model"], settings["suggest"]
-    settings.update(logprob_batch=logprob_batch or group_size, image_size=tuple(image_size))
+    cfg = Config(**settings)  # a misspelt setting is a TypeError here
+    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config) if f.name != "model"}
+    settings.update(logprob_batch=cfg.logprob_batch or cfg.group_size, image_size=tuple(cfg.image_size))
     config = load_config(model)
-    counts = count_units(config, gpus)
+    counts = count_units(config, cfg.gpus)
     result = estimate(counts, config, **settings)
     result.update(settings=settings, model=model if isinstance(model, str) else "config", suggestion=None)
     if suggest and not result["fits"]:
         # standard knobs, least intrusive first (the last varies fastest): smaller log-prob micro-batches (slower,
         # same algorithm), reshard during rollout (slower), fewer template images (changes the prompt), beta = 0
         # (drops the KL term and the reference model)
-        batches = sorted({max(1, group_size >> k) for k in range(8)}, reverse=True)
-        knobs = itertools.product((beta, 0.0) if beta > 0 else (beta,), range(templates, -1, -1),
-                                  (True, False) if rollout_unsharded else (False,), batches)
-        for b, t, unsharded, lb in knobs:
-            trial = dict(settings, logprob_batch=lb, templates=t, beta=b, rollout_unsharded=unsharded)
+        batches = sorted({max(1, cfg.group_size >> k) for k in range(8)}, reverse=True)
+        knobs = itertools.product((cfg.beta, 0.0) if cfg.beta > 0 else (cfg.beta,), range(cfg.shots, -1, -1),
+                                  (False, True) if not cfg.rollout_reshard else (True,), batches)
+        for beta, shots, reshard, batch in knobs:
+            trial = dict(settings, logprob_batch=batch, shots=shots, beta=beta, rollout_reshard=reshard)
             r = estimate(counts, config, **trial)
             if r["fits"]:
                 changed = {k: v for k, v in trial.items() if v != settings[k]}
@@ -251,12 +274,11 @@ def plan(model="qwen2.5-vl-3b", gpus=4, group_size=8, logprob_batch=None, prompt
 
 
 def flag(name, value):
-    """The command-line spelling of one changed setting."""
-    if name == "rollout_unsharded":
-        return "--rollout-reshard" if not value else ""
-    if name == "templates":  # grpo.py's count of template images is --shots (its --templates is similar/random)
-        return f"--shots {value}"
-    return f"--{name.replace('_', '-')} {value:g}" if isinstance(value, float) else f"--{name.replace('_', '-')} {value}"
+    """The command-line spelling of one changed setting, valid for plan.py and grpo.py alike."""
+    dashed = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return dashed if value else "--no-" + dashed[2:]
+    return f"{dashed} {value:g}" if isinstance(value, float) else f"{dashed} {value}"
 
 
 def format_table(r):
@@ -264,7 +286,7 @@ def format_table(r):
     lines = [f"GRPO memory plan: {r['model']}, {r['n_params'] / 1e9:.3f} B params, {s['gpus']} GPU(s) FSDP2, "
              f"{s['dtype']} compute, fp32 master weights",
              f"G={s['group_size']}, logprob_batch={s['logprob_batch']}, beta={s['beta']}, {s['max_completion']} completion "
-             f"tokens, {1 + s['templates']} image(s) {s['image_size'][0]}x{s['image_size'][1]} -> {r['resized'][0]}x"
+             f"tokens, {1 + s['shots']} image(s) {s['image_size'][0]}x{s['image_size'][1]} -> {r['resized'][0]}x"
              f"{r['resized'][1]} = {r['tokens_per_image']} tokens each, + {s['text_tokens']} text = prompt "
              f"{r['prompt_tokens']}, sequence {r['seq_len']}",
              f"{'':28s}{'GiB/GPU':>8s}"]
@@ -311,31 +333,18 @@ def materialize(model, out, seed=0):
     return out
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    p.add_argument("--model", default="qwen2.5-vl-3b", help="qwen2.5-vl-3b | tiny-config | local HF folder")
-    p.add_argument("--gpus", type=int, default=4)
-    p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--logprob-batch", type=int, default=None, help="sequences per log-prob forward (default G)")
-    p.add_argument("--prompts-per-step", type=int, default=None, help="all GPUs together (default one per GPU)")
-    p.add_argument("--max-completion", type=int, default=256)
-    p.add_argument("--image-size", type=int, nargs=2, default=(1000, 800), metavar=("W", "H"))
-    p.add_argument("--shots", dest="templates", type=int, default=1, help="normal template images per prompt")
-    p.add_argument("--text-tokens", type=int, default=200)
-    p.add_argument("--beta", type=float, default=0.04)
-    p.add_argument("--dtype", default="bf16", choices=sorted(BYTES))
-    p.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false")
-    p.add_argument("--rollout-reshard", dest="rollout_unsharded", action="store_false",
-                   help="reshard the policy during generate (slower, saves the unsharded bf16 copy)")
-    p.add_argument("--gpu-gb", type=float, default=48.0, help="memory per GPU, GiB")
-    p.add_argument("--margin-gb", type=float, default=8.0, help="CUDA context, NCCL, fragmentation allowance, GiB")
+def main(argv=None):
+    p = cli.parser(__doc__.split("\n")[1], prog="plan.py")
+    cli.add_flags(p, Config)
     p.add_argument("--materialize", metavar="OUT", help="instead of planning, write a random-weight model of this "
                    "shape to OUT for a GPU run: python grpo.py --model OUT --steps 3 (metrics: peak_memory_gib)")
-    args = p.parse_args()
-    try:
-        if args.materialize:
-            print(materialize(args.model, args.materialize))
-        else:
-            print(format_table(plan(**{k: v for k, v in vars(args).items() if k != "materialize"})))
-    except ValueError as e:
-        raise SystemExit(str(e))
+    given = cli.given(p, argv)
+    out = given.pop("materialize", None)
+    cfg = Config(**given)
+    with cli.user_errors("plan.py"):
+        print(materialize(cfg.model, out) if out else format_table(plan(**dataclasses.asdict(cfg))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

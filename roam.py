@@ -7,14 +7,16 @@ and gives every reward built on it, plus the reasoning/answer consistency that g
 Pure python on purpose: rewards must never raise on whatever the policy samples, and must be
 checkable by hand. Usage:  python roam.py "<think>..</think><answer>B</answer>" --answer B --options "A=Yes.,B=No."
 """
-import argparse
 import collections
+import dataclasses
 import functools
 import json
 import math
 import re
 import sys
 from typing import NamedTuple
+
+import cli  # the standard library only, like this module
 
 # ROAM tiers, §4.5: "0 ... when the reasoning process and answer are inconsistent; 0.05 ... when both a
 # reasoning process and an answer are present, regardless of correctness; 0.1 ... when the reasoning
@@ -232,7 +234,7 @@ def judge(completion: str, answer: str, options: dict) -> dict:
 
 
 def roam_reward(completion: str, answer: str, options: dict) -> float:
-    """ROAM, eq. (7): R = Φ(R_μ, R_γ) + Ψ(O_ν, A_γ, R_μ), with the tiers of §4.5 (table in DESIGN.md).
+    """ROAM, eq. (7): R = Φ(R_μ, R_γ) + Ψ(O_ν, A_γ, R_μ), with the tiers of §4.5 (the table below).
 
     Without reference reasoning R_γ, "reasoning aligned with the solution" means the reasoning concludes
     the gold option. Φ = 0.2 (= 1.0 − 0.8) when it does, else 0; Ψ = 0.8 for a correct answer, 0.1 for a
@@ -378,21 +380,24 @@ def score_group(names, completions, answer, options, label="good", class_counts=
     return judge_group(names, completions, answer, options, label, class_counts)[0]
 
 
+@dataclasses.dataclass
+class Config:
+    completion: str = cli.option(cli.REQUIRED, "the completion text", positional=True)
+    answer: str = cli.option(cli.REQUIRED, 'gold letter, or \'{"bbox_2d": [x1, y1, x2, y2]}\'')
+    options: str = cli.option("", 'e.g. "A=Yes.,B=No."')
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Print every per-completion reward for one completion.")
-    ap.add_argument("completion")
-    ap.add_argument("--answer", required=True, help='gold letter, or \'{"bbox_2d": [x1, y1, x2, y2]}\'')
-    ap.add_argument("--options", default="", help='e.g. "A=Yes.,B=No."')
-    args = ap.parse_args(argv)
-    options = dict(re.findall(r"([A-Z])=(.*?)(?=,[A-Z]=|$)", args.options))
-    if args.options and not options:
-        print('error: --options must look like "A=Yes.,B=No."', file=sys.stderr)
-        return 2
-    j = judge(args.completion, args.answer, options)
+    p = cli.parser("Print every per-completion reward for one completion.", prog="roam.py")
+    cli.add_flags(p, Config)
+    cfg = Config(**cli.given(p, argv))
+    with cli.user_errors("roam.py"):
+        options = cli.parse_options(cfg.options)
+    j = judge(cfg.completion, cfg.answer, options)
     print(f"think choice:  {j['think']}\nanswer choice: {j['answer']}\nwell formed:   {bool(j['format'])}"
           f"\nconsistent:    {bool(j['consistency'])}")
     for name, fn in REWARDS.items():
-        print(f"{name:9s} {fn(args.completion, args.answer, options):.4f}")
+        print(f"{name:9s} {fn(cfg.completion, cfg.answer, options):.4f}")
     return 0
 
 

@@ -67,10 +67,12 @@ def test_saved_and_reloaded_model_gives_identical_logprobs(tiny, tmp_path):
     query = write_image(tmp_path / "q.png")
     batch = anomalyr1.prepare(processor, [sample_for(query)])
     completion = torch.tensor([processor.tokenizer("<think>ok</think><answer>A</answer>").input_ids])
+    reloaded_batch = anomalyr1.prepare(reloaded_processor, [sample_for(query)])
+    vision_start = model.config.vision_start_token_id
     with torch.no_grad():
-        expected = anomalyr1.token_logprobs(model, batch, completion, 1)
-        got = anomalyr1.token_logprobs(reloaded.eval(), anomalyr1.prepare(reloaded_processor, [sample_for(query)]),
-                                       completion, 1)
+        expected = anomalyr1.packed_logprobs(model, anomalyr1.split_prompts(batch, vision_start)[0], completion)
+        got = anomalyr1.packed_logprobs(reloaded.eval(), anomalyr1.split_prompts(reloaded_batch, vision_start)[0],
+                                        completion)
     assert torch.equal(expected, got)
 
 
@@ -132,7 +134,9 @@ def test_corrupt_image_is_one_clear_line(tmp_path):
 
 
 def test_processor_works_without_torchvision(tiny, tmp_path):
-    """A real Qwen2.5-VL folder names Qwen2VLImageProcessor; it must load without torchvision (FACTS.md)."""
+    """A real Qwen2.5-VL folder names Qwen2VLImageProcessor and Qwen2_5_VLProcessor; it must load without
+    torchvision, which is left out because PyPI's build is linked against CUDA and breaks CPU torch, and without
+    which Qwen2_5_VLProcessor fails on its video processor (anomalyr1.image_only_processor_class drops it)."""
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here")
     _, processor = tiny
@@ -152,9 +156,10 @@ def test_processor_works_without_torchvision(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- generation
 
-def test_forward_logprobs_match_generate_scores(tiny, tmp_path):
-    """token_logprobs (one forward, mRoPE inputs from mm_token_type_ids) reproduces generate's own scores,
-    for left-padded prompts with template images, G completions each."""
+def test_logprobs_match_generate_scores(tiny, tmp_path):
+    """The plain definition (logprobs: one forward per [q | o_i], mRoPE found through mm_token_type_ids)
+    reproduces the scores generate itself gave the tokens it sampled, for left-padded prompts with template
+    images, G completions each, continued from the copied prefill cache."""
     model, processor = tiny
     queries = [write_image(tmp_path / f"q{i}.png", size=(90 + 20 * i, 70), colour=(40 * i, 90, 9)) for i in range(2)]
     samples = [sample_for(queries[0], [queries[1]]),
@@ -162,41 +167,42 @@ def test_forward_logprobs_match_generate_scores(tiny, tmp_path):
                           question="What type of defect is present in the object?")]
     batch = anomalyr1.prepare(processor, samples, shots=1)
     assert batch["attention_mask"][:, 0].min() == 0, "want one left-padded row"
-    torch.manual_seed(0)
-    ids, texts, gen_logprobs = anomalyr1.generate(model, processor, batch, max_new_tokens=24,
-                                                  num_return_sequences=3, output_logprobs=True)
+    outputs = []
+
+    def generate_keeping_logits(**kwargs):  # transformers' own raw logits, before temperature and suppression
+        outputs.append(type(model).generate(model, **kwargs, output_logits=True))
+        return outputs[-1]
+    model.generate = generate_keeping_logits
+    try:
+        torch.manual_seed(0)
+        ids, texts = anomalyr1.generate(model, processor, batch, max_new_tokens=24, num_return_sequences=3)
+    finally:
+        del model.generate
     assert ids.shape[0] == 6 and len(texts) == 6
+    scores = model.compute_transition_scores(outputs[0].sequences, outputs[0].logits, normalize_logits=True)  # [6, T]
     with torch.no_grad():
-        forward = anomalyr1.token_logprobs(model, batch, ids, group_size=3)
+        plain = torch.cat([anomalyr1.logprobs(model, prompt, completions) for prompt, completions in
+                           zip(anomalyr1.split_prompts(batch, model.config.vision_start_token_id), ids.split(3))])
     mask = anomalyr1.completion_mask(ids, anomalyr1.special_id(processor, anomalyr1.END_OF_TURN)).bool()
-    assert (forward - gen_logprobs)[mask].abs().max() < 1e-4
+    assert (plain - scores)[mask].abs().max() < 1e-4
 
 
 def test_packed_row_gives_the_logprobs_and_gradients_of_separate_rows(tiny, tmp_path):
-    """One packed row [q | o_1 | o_2 | o_3] must score each o_i exactly as a plain forward over [q | o_i] does,
-    with Qwen2.5-VL choosing the positions itself: same log-probs, same gradient in every parameter."""
+    """packed_logprobs, one row [q | o_1 | o_2 | o_3], must score each o_i exactly as the plain definition
+    (logprobs: a forward over [q | o_i] with Qwen2.5-VL choosing the positions itself) does: same log-probs, same
+    gradient in every parameter."""
     model, processor = tiny
     query, template = write_image(tmp_path / "q.png", (100, 70)), write_image(tmp_path / "t.png", (80, 90), (9, 9, 9))
     batch = anomalyr1.prepare(processor, [sample_for(query, [template])], shots=1)
+    prompt = anomalyr1.split_prompts(batch, model.config.vision_start_token_id)[0]
     g = torch.Generator().manual_seed(0)
     completions = torch.randint(0, min(processor.tokenizer.all_special_ids), (3, 9), generator=g)  # [G, T], plain text
     weights = torch.randn(3, 9, generator=g)                    # a loss that depends on every log-prob
-
-    def separate_rows():
-        logps = []
-        for ids in completions:
-            full = torch.cat([batch["input_ids"][0], ids])[None]  # [1, P+T]
-            logits = model(input_ids=full, attention_mask=torch.ones_like(full),
-                           mm_token_type_ids=torch.cat([batch["mm_token_type_ids"][0], torch.zeros_like(ids)])[None],
-                           pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"]).logits[0]
-            logps.append(logits[-10:-1].log_softmax(-1).gather(-1, ids[:, None]).squeeze(-1))  # [T]
-        return torch.stack(logps)
-
     results = []
     try:
-        for fn in (separate_rows, lambda: anomalyr1.token_logprobs(model, batch, completions, group_size=3)):
+        for fn in (anomalyr1.logprobs, anomalyr1.packed_logprobs):
             model.zero_grad(set_to_none=True)
-            logps = fn()
+            logps = fn(model, prompt, completions)
             (logps * weights).sum().backward()
             results.append((logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     finally:
@@ -254,16 +260,8 @@ def test_box_mask_and_overlay(tmp_path):
 def test_sam2_unavailable_is_said_clearly(tmp_path):
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here")
-    with pytest.raises(RuntimeError, match="SAM2 is unavailable.*drop --sam2"):
+    with pytest.raises(ImportError, match="SAM2 is unavailable.*drop --sam2"):
         anomalyr1.sam2_mask(Image.new("RGB", (8, 8)), [0, 0, 4, 4], str(tmp_path))
-
-
-def test_parse_options():
-    assert anomalyr1.parse_options("A=Yes.,B=No.") == {"A": "Yes.", "B": "No."}
-    assert anomalyr1.parse_options("A=Red, green,B=Blue") == {"A": "Red, green", "B": "Blue"}
-    assert anomalyr1.parse_options("") == {}
-    with pytest.raises(ValueError, match="A=Yes"):
-        anomalyr1.parse_options("yes or no")
 
 
 def test_cli_prints_a_reply(tiny, tmp_path, capsys):
@@ -277,17 +275,27 @@ def test_cli_prints_a_reply(tiny, tmp_path, capsys):
 def test_cli_box_question_writes_an_overlay(tiny, tmp_path, capsys):
     query = write_image(tmp_path / "q.png", size=(300, 200))
     out_png = tmp_path / "overlay.png"
-    code = anomalyr1.main(["--image", query, "--question", "Locate the defect in the object. Output its bounding box "
-                           "in JSON format.", "--options", "", "--max-new-tokens", "64", "--out", str(out_png)])
+    argv = ["--image", query, "--question", "Locate the defect in the object. Output its bounding box in JSON format.",
+            "--options", "", "--max-new-tokens", "64", "--out", str(out_png)]
+    try:
+        code = anomalyr1.main(argv)
+    except SystemExit as e:
+        code = e.code
     printed = capsys.readouterr()
     if code == 0:
         assert out_png.exists() and Image.open(out_png).size == (300, 200) and "box:" in printed.out
     else:  # the tiny model may fail to emit a valid box; then the error says so in one line
-        assert "no bounding box" in printed.err and printed.err.count("\n") == 1
+        assert code == 2 and "no bounding box" in printed.err and printed.err.count("\n") == 1
 
 
-def test_cli_missing_image_exits_2_with_one_line(tmp_path, capsys):
-    missing = str(tmp_path / "missing.png")
-    assert anomalyr1.main(["--image", missing]) == 2
+@pytest.mark.parametrize("argv, words", [(["--image", "{tmp}/missing.png"], "{tmp}/missing.png"),
+                                         (["--image", "{tmp}/q.png", "--options", "yes or no"], "--options"),
+                                         (["--template", "{tmp}/q.png"], "--image"),           # required
+                                         (["--image", "{tmp}/q.png", "--max-new-tokens", "x"], "--max-new-tokens")])
+def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, words):
+    write_image(tmp_path / "q.png")
+    with pytest.raises(SystemExit) as e:
+        anomalyr1.main([a.format(tmp=tmp_path) for a in argv])
     err = capsys.readouterr().err
-    assert err.startswith("error:") and missing in err and err.count("\n") == 1
+    assert e.value.code == 2 and err.startswith("anomalyr1.py: error: ") and err.count("\n") == 1
+    assert words.format(tmp=tmp_path) in err

@@ -421,8 +421,20 @@ def test_cli_error_is_one_line_exit_2(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(REPO, "data.py"), "stats", str(tmp_path / "bad.json"),
                         "--root", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "bad.json" in r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("data.py: error: ") and "bad.json" in r.stderr
     assert "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, os.path.join(REPO, "data.py"), "build", str(tmp_path / "none"),
                         "--out", str(tmp_path / "q.json")], capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.startswith("error: ") and "none" in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith("data.py: error: ") and "none" in r.stderr
+
+
+@pytest.mark.parametrize("argv, words", [(["stats", "x.json"], "--root"),        # a required flag
+                                         (["build", "ROOT"], "--out"),
+                                         (["synth"], "OUT"),                     # the positional OUT
+                                         (["synth", "o", "--seed", "one"], "--seed"),
+                                         (["paint"], "paint")])                  # not a subcommand
+def test_cli_usage_errors_are_one_line_exit_2(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        data.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("data.py") and words in err

@@ -264,15 +264,22 @@ def test_tables_and_compare(tmp_path, capsys):
     assert "| Δ (trained − base) | +50.00 | +50.00 |" in out                                  # Table 5 (AD)
 
 
+def exit_code(argv):
+    with pytest.raises(SystemExit) as e:
+        ev.main(argv)
+    return e.value.code
+
+
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
-    assert ev.main(["--compare", str(tmp_path / "missing.json")]) == 2
+    assert exit_code(["--compare", str(tmp_path / "missing.json")]) == 2
     broken = tmp_path / "results.json"
     broken.write_text("{not json")
-    assert ev.main(["--compare", str(broken)]) == 2
-    assert ev.main(["--limit", "0", "--out", str(tmp_path / "o")]) == 2
+    assert exit_code(["--compare", str(broken)]) == 2
+    assert exit_code(["--limit", "0", "--out", str(tmp_path / "o")]) == 2
+    assert exit_code(["--shots", "3"]) == 2                       # a flag argparse rejects: one line too
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
-    assert "missing.json" in err[0] and "results.json" in err[1] and "--limit" in err[2]
+    assert len(err) == 4 and all(line.startswith("eval.py: error: ") for line in err)
+    assert "missing.json" in err[0] and "results.json" in err[1] and "--limit" in err[2] and "--shots" in err[3]
 
 
 def test_heldout_split_never_scores_a_training_image(request):
@@ -305,7 +312,7 @@ def test_tiny_model_end_to_end_and_resume(tmp_path, capsys, request):
     assert ev.main(argv) == 0                    # nothing left: nothing asked twice
     assert lines(out / "answers.jsonl") == first
     assert json.loads((out / "results.json").read_text())["_meta"]["generated"] == 0
-    assert ev.main(argv[:-2] + ["--shots", "0", "--out", str(out)]) == 2   # other setting, same folder
+    assert exit_code(argv[:-2] + ["--shots", "0", "--out", str(out)]) == 2   # other setting, same folder
     assert "another setting (shots differ)" in capsys.readouterr().err
     assert ev.main(argv + ["--unanswered", "drop"]) == 0                   # only re-scores the same answers
     assert json.loads((out / "results.json").read_text())["_meta"]["unanswered_rule"] == "drop"

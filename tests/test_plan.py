@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import plan as P  # noqa: E402
 
-SMALL = dict(model="tiny-config", gpus=1, group_size=2, max_completion=8, image_size=(112, 84), templates=1,
+SMALL = dict(model="tiny-config", gpus=1, group_size=2, max_completion=8, image_size=(112, 84), shots=1,
              text_tokens=20, beta=0.04, dtype="fp32")
 
 
@@ -24,7 +24,7 @@ def small():
     config = P.tiny_plan_config()
     model = P.Qwen2_5_VLForConditionalGeneration(config).float()
     r = P.plan(**SMALL)
-    vc, G, images = config.vision_config, SMALL["group_size"], 1 + SMALL["templates"]
+    vc, G, images = config.vision_config, SMALL["group_size"], 1 + SMALL["shots"]
     grid = [1, r["resized"][1] // vc.patch_size, r["resized"][0] // vc.patch_size]  # [t, h, w] patches
     image = [config.vision_start_token_id] + [config.image_token_id] * r["tokens_per_image"] + [config.vision_end_token_id]
     n_text = r["seq_len"] - images * len(image)  # the plan counts vision start/end among its text tokens
@@ -36,10 +36,16 @@ def small():
     return model, r, batch
 
 
-def test_smart_resize_matches_transformers():
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision here
-    for h, w in [(800, 1000), (1000, 800), (10, 10), (28, 5000), (4000, 6000), (333, 777), (56, 56), (7000, 7000)]:
-        assert P.smart_resize(h, w) == smart_resize(h, w, 28, 3136, 12845056), (h, w)
+@pytest.mark.parametrize("size", [(1000, 800), (777, 333), (40, 30), (4200, 3100)])  # as is, up to min, down to max
+def test_image_tokens_are_what_qwens_processor_makes(size):
+    """The plan's tokens per image come from the processor's own resize rule within Qwen2.5-VL-Instruct's pixel
+    budget (3136 to 12845056): the real processor, given such an image, makes that many tokens."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from PIL import Image
+    processor = Qwen2VLImageProcessorPil(min_pixels=P.MIN_PIXELS, max_pixels=P.MAX_PIXELS)
+    grid = processor(images=[Image.new("RGB", size, (90, 90, 90))], return_tensors="pt")["image_grid_thw"][0]
+    r = P.plan("tiny-config", gpus=1, image_size=size)
+    assert r["tokens_per_image"] == int(grid.prod()) // 4 and r["resized"] == (grid[2] * 14, grid[1] * 14)
 
 
 def test_params_grads_adam_match_measured_bytes(small):
@@ -127,7 +133,7 @@ def test_3b_counts_and_fits_4_gpus():
     assert "FITS" in P.format_table(r)
 
 
-@pytest.mark.parametrize("kw", [dict(gpus=2, gpu_gb=44), dict(gpus=4, templates=24), dict(gpus=4, gpu_gb=30)])
+@pytest.mark.parametrize("kw", [dict(gpus=2, gpu_gb=44), dict(gpus=4, shots=24), dict(gpus=4, gpu_gb=30)])
 def test_suggestion_is_a_setting_that_fits(kw):
     r = P.plan("qwen2.5-vl-3b", **kw)
     assert not r["fits"] and r["suggestion"] is not None
@@ -148,11 +154,26 @@ def test_beta_zero_drops_reference_and_bad_path_is_clear(tmp_path):
 
 
 def test_suggested_flags_are_grpo_flags():
-    # grpo.py --plan prints these; its template-image count is --shots (--templates there is similar/random)
-    assert P.flag("templates", 0) == "--shots 0"
+    """grpo.py --plan prints the suggestion as flags: every setting the plan shares with grpo.py has grpo.py's
+    name, so its flag is spelt the same in both scripts."""
+    import dataclasses
+    import grpo
+    shared = {f.name for f in dataclasses.fields(P.Config)} - {"image_size", "text_tokens", "dtype", "margin_gb"}
+    assert shared <= {f.name for f in dataclasses.fields(grpo.Config)}  # the four above are the plan's own
+    assert P.flag("shots", 0) == "--shots 0"
     assert P.flag("logprob_batch", 4) == "--logprob-batch 4"
-    assert P.flag("rollout_unsharded", False) == "--rollout-reshard"
+    assert P.flag("rollout_reshard", True) == "--rollout-reshard"
     assert P.flag("beta", 0.0) == "--beta 0"
+
+
+def test_cli_prints_the_plan_and_errors_in_one_line(tmp_path, capsys):
+    assert P.main(["--gpus", "2", "--gpu-gb", "44", "--image-size", "1000", "800"]) == 0
+    assert "fits with --beta 0" in capsys.readouterr().out
+    for argv in (["--model", str(tmp_path)], ["--image-size", "1000"], ["--shots", "x"]):
+        with pytest.raises(SystemExit) as e:
+            P.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("plan.py: error: ") and err.count("\n") == 1, argv
 
 
 def test_materialized_model_trains_and_its_images_cost_what_the_plan_says(tiny, synthetic, tmp_path):

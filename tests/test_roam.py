@@ -22,7 +22,7 @@ def c(think, answer):
     return f"<think>{think}</think>\n<answer>{answer}</answer>"
 
 
-# ---------------------------------------------------------------- ROAM, row by row (DESIGN.md table, §4.5)
+# ---------------------------------------------------------------- ROAM, row by row (roam_reward's table, §4.5)
 ROAM_ROWS = [
     # name, completion, gold, options, (t, a) the completion must yield, expected reward
     ("t none, a none", c("I look at the surface closely.", "unsure"), "B", KIND, (None, None), 0.0),
@@ -429,7 +429,11 @@ def test_cli(capsys):
     assert roam.main([RIGHT, "--answer", "B", "--options", "A=Scratch.,B=Hole.,C=Stain.,D=Crack."]) == 0
     out = capsys.readouterr().out
     assert "roam      1.0000" in out and "accuracy  1.0000" in out
-    assert roam.main([RIGHT, "--answer", "B", "--options", "nonsense"]) == 2
+    for argv in ([RIGHT, "--answer", "B", "--options", "nonsense"], [RIGHT]):  # unreadable options; no --answer
+        with pytest.raises(SystemExit) as e:
+            roam.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("roam.py: error: ") and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------- fuzz: never raises, only the five tiers
