@@ -163,18 +163,32 @@ def table_datasets(named_results, subtask="Average", deltas=False) -> str:
     return _markdown("Setting", columns + ["Average"], _with_deltas(named_rows, columns + ["Average"], deltas))
 
 
+def read_results(path) -> dict:
+    """A results.json written by eval.py; anything else is one line naming the file."""
+    hint = "pass a results.json written by eval.py"
+    try:
+        with open(path, encoding="utf-8") as f:
+            res = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file; {hint}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder; pass the results.json inside it") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); {hint}") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise ValueError(f"{path}: not JSON text (binary, or nested too deeply); {hint}") from None
+    if not isinstance(res, dict) or "Average" not in res:
+        raise ValueError(f"{path}: no \"Average\" row; {hint}")
+    for row in datasets(res) + ["Average"]:  # each {subtask: accuracy %}, what the tables read
+        values = res[row].values() if isinstance(res[row], dict) else [None]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"{path}: row {row!r} is not {{subtask: accuracy %}}; {hint}")
+    return res
+
+
 def compare(paths) -> str:
     """Tables 2, 3 and 5 for several results.json, rows named by their folders, Δ rows vs the first."""
-    named = []
-    for path in paths:
-        try:
-            with open(path) as f:
-                res = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); pass a results.json written by eval.py") from None
-        if not isinstance(res, dict) or "Average" not in res:
-            raise ValueError(f"{path}: no \"Average\" row; pass a results.json written by eval.py")
-        named.append((os.path.basename(os.path.dirname(os.path.abspath(path))), res))
+    named = [(os.path.basename(os.path.dirname(os.path.abspath(path))), read_results(path)) for path in paths]
     return "\n\n".join([
         "Subtasks (paper Table 2)\n\n" + table_subtasks(named, deltas=True),
         "Datasets, average of subtasks (paper Table 3)\n\n" + table_datasets(named, deltas=True),
@@ -366,28 +380,76 @@ def _notes(records, errors, agree, unanswered) -> str:
     return "\n".join(lines) + "\n"
 
 
+POSITIVE = {"limit": "questions", "batch_size": "questions per generate call",
+            "max_new_tokens": "tokens per answer"}
+
+
+def check_config(cfg: Config):
+    """The flags, before anything is read, written or loaded: a mistake is one line naming the flag."""
+    for name, what in POSITIVE.items():
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: pass a positive number of {what}")
+    if cfg.out and os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise ValueError(f"--out {cfg.out}: is a file; pass a folder for the answers and tables")
+    if cfg.device is not None:
+        import torch
+        try:
+            device = torch.device(cfg.device)
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"--device {cfg.device}: not a device eval.py runs on; pass cpu, cuda or cuda:N")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"--device {cfg.device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                             "pass --device cpu or leave --device out")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"--device {cfg.device}: MPS is not available here; pass --device cpu")
+
+
+def _write(path, text):
+    """Whole or not at all: a run killed while writing leaves the previous file, never a torn one."""
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    finally:
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+
+
+def check_setting(out, setting):
+    """Answers from another setting must not be mixed into this one's table (--unanswered only re-scores them).
+    A folder without answers (a run that failed before its first, e.g. on a bad --model) is taken as fresh."""
+    path = os.path.join(out, "setting.json")
+    if read_answers(os.path.join(out, "answers.jsonl"))[0] and os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except (OSError, ValueError, RecursionError):
+            old = None
+        if not isinstance(old, dict):
+            raise ValueError(f"{path}: unreadable, so the answers beside it cannot be matched to a setting; "
+                             "pass a new --out")
+        if old != setting:
+            changed = ", ".join(k for k in setting if old.get(k) != setting[k])
+            raise ValueError(f"{out} holds answers for another setting ({changed} differ); pass a new --out")
+    else:
+        _write(path, json.dumps(setting, indent=1))
+
+
 def evaluate(cfg: Config) -> dict:
     """Answer, score and write OUT/answers.jsonl, results.json, results.md; return results."""
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ValueError(f"--limit {cfg.limit}: pass a positive number of questions")
+    check_config(cfg)
     name = "tiny" if cfg.model == "tiny" else os.path.basename(os.path.normpath(cfg.model))
     out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
-    os.makedirs(out, exist_ok=True)
     samples, json_path = load_questions(cfg)
-    # Answers from another setting must not be mixed into this one's table (--unanswered only re-scores them).
+    os.makedirs(out, exist_ok=True)
     setting = {k: v for k, v in dataclasses.asdict(cfg).items()
                if k not in ("root", "limit", "out", "batch_size", "device", "unanswered")}
     setting["data"] = os.path.abspath(json_path)
     setting["model"] = cfg.model if cfg.model == "tiny" else os.path.abspath(cfg.model)
-    setting_path = os.path.join(out, "setting.json")
-    if os.path.exists(setting_path):
-        with open(setting_path) as f:
-            old = json.load(f)
-        if old != setting:
-            changed = ", ".join(k for k in setting if old.get(k) != setting[k])
-            raise ValueError(f"{out} holds answers for another setting ({changed} differ); pass a new --out")
-    with open(setting_path, "w") as f:
-        json.dump(setting, f, indent=1)
+    check_setting(out, setting)
 
     def load_generator():
         import torch
@@ -410,13 +472,11 @@ def evaluate(cfg: Config) -> dict:
             "templates": cfg.templates, "seed": cfg.seed, "shuffle": cfg.shuffle, "unanswered_rule": cfg.unanswered,
             **errors, "generated": generated, "date": datetime.datetime.now().isoformat(timespec="seconds")}
     results = {**summary, "_meta": meta, "_consistency": agree}
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    _write(os.path.join(out, "results.json"), json.dumps(results, indent=1))
     md = (f"# MMAD: {cfg.model}, {cfg.shots}-shot, {cfg.templates} templates, {os.path.basename(json_path)} "
           f"({cfg.split})\n\n{table_subtasks([(name, summary)])}\n\n{table_datasets([(name, summary)])}\n\n"
           + _notes(records, errors, agree, cfg.unanswered))
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(md)
+    _write(os.path.join(out, "results.md"), md)
     print(md)
     print(f"answered {generated} new question(s); wrote {out}/results.json, results.md", file=sys.stderr)
     return results
