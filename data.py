@@ -631,9 +631,17 @@ def main(argv=None) -> int:
     command = args.pop("command")
     cfg = COMMANDS[command][0](**args)
     with cli.user_errors("data.py"):
+        if getattr(cfg, "seed", 0) < 0:  # numpy's own line would not say which flag
+            raise ValueError(f"--seed {cfg.seed}: pass a non-negative integer")
         if command == "synth":
             import synth  # synth.py imports this module for build: imported here, not at the top
-            synth.synth(cfg.out, cfg.seed)
+            if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+                raise ValueError(f"{cfg.out}: is a file; pass a folder to write the synthetic set into")
+            try:
+                synth.synth(cfg.out, cfg.seed)
+            except OSError as e:  # a file on the way, a read-only folder, a full disk
+                raise ValueError(f"{cfg.out}: cannot write the synthetic set there ({e.strerror or e}); "
+                                 "pass a writable folder") from None
             print(f"wrote {cfg.out}")
         elif command == "build":
             out = build(cfg.root, cfg.out, cfg.name, cfg.seed)
