@@ -230,6 +230,9 @@ def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
         tmp = tempfile.mkdtemp(prefix=".synth-v1-", dir=cache)
         try:
             data.build(synth(os.path.join(tmp, "synth")), os.path.join(tmp, "questions.json"))
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)                    # mkdtemp's 0700 would hide a shared cache from others
             os.replace(tmp, final)                           # atomic: the folder appears whole or not at all
         except OSError:
             if not os.path.isfile(os.path.join(final, "questions.json")):

@@ -198,6 +198,9 @@ def build_tiny(out_dir=None, warmup_steps=240):
     tmp = tempfile.mkdtemp(prefix=".building-", dir=parent)
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache from other users
     try:
         os.replace(tmp, out_dir)
     except OSError:  # another process finished first; its copy is identical

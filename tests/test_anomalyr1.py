@@ -5,6 +5,7 @@ import json
 import os
 import random
 import socket
+import stat
 
 import pytest
 import torch
@@ -39,10 +40,16 @@ def test_tiny_build_is_offline_and_deterministic(tmp_path, monkeypatch):
         raise AssertionError("the tiny build tried to open a network connection")
     monkeypatch.setattr(socket, "socket", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    a = build_tiny(str(tmp_path / "a"), warmup_steps=3)
+    umask = os.umask(0o027)          # a group-shared cache: the published folder follows the umask, not 0700
+    try:
+        a = build_tiny(str(tmp_path / "a"), warmup_steps=3)
+    finally:
+        os.umask(umask)
     b = build_tiny(str(tmp_path / "b"), warmup_steps=3)
     for name in ["model.safetensors", "tokenizer.json", "config.json"]:
         assert digest(os.path.join(a, name)) == digest(os.path.join(b, name)), name
+    assert stat.S_IMODE(os.stat(a).st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(b).st_mode) == 0o777 & ~umask
     assert not any(n.startswith(".building-") for n in os.listdir(tmp_path)), "temp build folder left behind"
 
 

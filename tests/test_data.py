@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -64,8 +65,13 @@ def _box(mask):
 def test_synth_deterministic_for_a_seed(built, tmp_path):
     root, js, _ = built
     # ensure_synthetic runs synth(seed=0) + build(seed=0) into a cache: same bytes as the fixture's.
-    cache_root, cache_js = synth.ensure_synthetic(str(tmp_path / "cache"))
+    umask = os.umask(0o027)          # a group-shared cache: the published folder follows the umask, not 0700
+    try:
+        cache_root, cache_js = synth.ensure_synthetic(str(tmp_path / "cache"))
+    finally:
+        os.umask(umask)
     assert cache_root == str(tmp_path / "cache" / "synth-v1")
+    assert stat.S_IMODE(os.stat(cache_root).st_mode) == 0o750
     assert _hashes(os.path.join(cache_root, "synth")) == _hashes(os.path.join(root, "synth"))
     assert _read(cache_js) == _read(js)
     assert not [f for f in os.listdir(tmp_path / "cache") if f.startswith(".synth")]  # no temp folder left
