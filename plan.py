@@ -245,11 +245,26 @@ class Config:
     margin_gb: float = cli.option(8.0, "allowance for the CUDA context, NCCL buffers, fragmentation, GiB")
 
 
+def check(cfg: Config):
+    """Counts and sizes a planner cannot plan (a ZeroDivisionError, or a negative number of bytes planned as fine):
+    one line naming the flag, the same flag in plan.py and grpo.py --plan."""
+    least = {"gpus": 1, "group_size": 1, "logprob_batch": 1, "prompts_per_step": 1, "max_completion": 1,
+             "shots": 0, "text_tokens": 0, "beta": 0, "gpu_gb": 1e-9, "margin_gb": 0}
+    for name, low in least.items():
+        value = getattr(cfg, name)
+        if value is not None and not value >= low:  # `not >=`: NaN is refused too
+            need = "a positive" if low > 0 else "a non-negative"
+            raise ValueError(f"--{name.replace('_', '-')} {value}: pass {need} number")
+    if not all(side >= 1 for side in cfg.image_size):
+        raise ValueError(f"--image-size {' '.join(map(str, cfg.image_size))}: pass a positive width and height")
+
+
 def plan(model="qwen2.5-vl-3b", suggest=True, **settings):
     """Per-GPU bytes of one GRPO step (see the module docstring). `model`: 'qwen2.5-vl-3b', 'tiny-config', a
     local HF folder or a Qwen2_5_VLConfig; `settings`: Config's fields by name, the rest at Config's defaults.
     If the total is over gpu_gb - margin_gb and `suggest`, result["suggestion"] is the first setting that fits."""
     cfg = Config(**settings)  # a misspelt setting is a TypeError here
+    check(cfg)
     settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config) if f.name != "model"}
     settings.update(logprob_batch=cfg.logprob_batch or cfg.group_size, image_size=tuple(cfg.image_size))
     config = load_config(model)
