@@ -479,6 +479,10 @@ def ask(cfg):
     import roam
     from data import Sample
     options = cli.parse_options(cfg.options)
+    if cfg.max_new_tokens < 1:  # transformers' own line comes after the model loaded and names no flag
+        raise ValueError(f"--max-new-tokens {cfg.max_new_tokens}: pass a positive number of tokens")
+    if cfg.out and (os.path.isdir(cfg.out) or not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out)))):
+        raise ValueError(f"--out {cfg.out}: pass a PNG file path inside an existing folder")
     query = os.path.abspath(cfg.image)
     for path in [query] + cfg.template:  # fail on a bad image before spending time on the model
         load_image(path)
