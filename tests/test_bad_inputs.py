@@ -647,6 +647,194 @@ def grpo_question_number(tmp, w):
     return Case(grpo.main, grpo_argv(w, path, tmp), "q.json")
 
 
+# ----------------------------------------------------------------------------------------- eval.py flags and folders
+def eval_flag_case(tmp, w, flag, value, good=None):
+    """eval.py with one flag wrong: refused before any model loads; `good` given, the corrected command runs."""
+    import eval as ev
+    argv = eval_argv(w, w.json, tmp)
+    bad = argv + [flag, value]
+    return Case(ev.main, bad, f"{flag} {value}", (lambda: argv + [flag, good]) if good is not None else None)
+
+
+@case
+def eval_failed_run_does_not_block(tmp, w):
+    """A failed eval (bad --model) used to leave setting.json, and the corrected command was refused
+    ("holds answers for another setting") though nothing had been answered."""
+    import eval as ev
+    argv = eval_argv(w, w.json, tmp)
+    bad = argv + ["--model", tmp / "no-model"]
+    return Case(ev.main, bad, "no-model", lambda: argv)
+
+
+@case
+def eval_device_tpu(tmp, w):
+    return eval_flag_case(tmp, w, "--device", "tpu", "cpu")
+
+
+@case
+def eval_device_absent_gpu(tmp, w):
+    return eval_flag_case(tmp, w, "--device", "cuda:99")
+
+
+@case
+def eval_batch_size_zero(tmp, w):
+    """Was "range() arg 3 must not be zero", after the model loaded."""
+    return eval_flag_case(tmp, w, "--batch-size", 0)
+
+
+@case
+def eval_limit_negative(tmp, w):
+    return eval_flag_case(tmp, w, "--limit", -1)
+
+
+@case
+def eval_max_new_tokens_zero(tmp, w):
+    return eval_flag_case(tmp, w, "--max-new-tokens", 0)
+
+
+@case
+def eval_out_is_file(tmp, w):
+    import eval as ev
+    (tmp / "eval").write_text("not a folder")
+    return Case(ev.main, eval_argv(w, w.json, tmp), f"--out {tmp / 'eval'}:",
+                lambda: (os.remove(tmp / "eval"), eval_argv(w, w.json, tmp))[1])
+
+
+@case
+def eval_setting_unreadable_beside_answers(tmp, w):
+    """Answers whose setting.json is torn cannot be matched to a setting: refused, naming the file."""
+    import eval as ev
+    os.makedirs(tmp / "eval")
+    (tmp / "eval" / "answers.jsonl").write_text(json.dumps(
+        {"image": NORMAL, "question": "q", "question_type": "Anomaly Detection"}) + "\n")
+    (tmp / "eval" / "setting.json").write_text('{"model": "ti')
+    return Case(ev.main, eval_argv(w, w.json, tmp), "setting.json")
+
+
+RESULTS = {"ds": {"Anomaly Detection": 50.0, "Average": 50.0}, "Average": {"Anomaly Detection": 50.0, "Average": 50.0}}
+
+
+def compare_case(tmp, content):
+    """eval.py --compare on one bad results.json beside a good one; the fix writes a good one in its place."""
+    import eval as ev
+    (tmp / "good").mkdir()
+    (tmp / "good" / "results.json").write_text(json.dumps(RESULTS))
+    path = tmp / "bad" / "results.json"
+    path.parent.mkdir()
+    if content is not None:
+        path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+
+    def fix():
+        path.write_text(json.dumps(RESULTS))
+        return ["--compare", tmp / "good" / "results.json", path]
+    return Case(ev.main, ["--compare", tmp / "good" / "results.json", path], "bad/results.json", fix)
+
+
+@case
+def compare_missing(tmp, w):
+    return compare_case(tmp, None)
+
+
+@case
+def compare_not_json(tmp, w):
+    return compare_case(tmp, b"| Model | Average |")
+
+
+@case
+def compare_not_utf8(tmp, w):
+    return compare_case(tmp, b"\xff\xfe\x00{")
+
+
+@case
+def compare_deep_json(tmp, w):
+    return compare_case(tmp, b"[" * 200_000 + b"]" * 200_000)
+
+
+@case
+def compare_list(tmp, w):
+    return compare_case(tmp, [RESULTS])
+
+
+@case
+def compare_average_is_number(tmp, w):
+    return compare_case(tmp, {**RESULTS, "Average": 50.0})
+
+
+@case
+def compare_dataset_row_is_list(tmp, w):
+    return compare_case(tmp, {**RESULTS, "ds": [50.0]})
+
+
+@case
+def compare_accuracy_is_string(tmp, w):
+    return compare_case(tmp, {**RESULTS, "ds": {"Anomaly Detection": "50%"}})
+
+
+@case
+def compare_folder(tmp, w):
+    import eval as ev
+    (tmp / "good").mkdir()
+    (tmp / "good" / "results.json").write_text(json.dumps(RESULTS))
+    return Case(ev.main, ["--compare", tmp / "good"], "good: is a folder",
+                lambda: ["--compare", tmp / "good" / "results.json"])
+
+
+# ----------------------------------------------------------------------------------------- data.py synth, --seed
+@case
+def synth_out_is_file(tmp, w):
+    (tmp / "synth").write_text("x")
+    return Case(data.main, ["synth", tmp / "synth"], "synth: is a file")
+
+
+@case
+def synth_out_under_a_file(tmp, w):
+    (tmp / "afile").write_text("x")
+    return Case(data.main, ["synth", tmp / "afile" / "synth"], "afile/synth")
+
+
+@case
+def synth_seed_negative(tmp, w):
+    return Case(data.main, ["synth", tmp / "synth", "--seed", -1], "--seed -1")
+
+
+@case
+def build_seed_negative(tmp, w):
+    argv = ["build", os.path.join(w.root, "ds"), "--out", tmp / "q.json"]
+    return Case(data.main, argv + ["--seed", -1], "--seed -1", lambda: argv + ["--seed", 1])
+
+
+# ----------------------------------------------------------------------------------------- anomalyr1.py, plan.py flags
+@case
+def ask_max_new_tokens_zero(tmp, w):
+    return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL))[:-2] + ["--max-new-tokens", 0],
+                "--max-new-tokens 0")
+
+
+@case
+def ask_out_is_folder(tmp, w):
+    """Refused before the model loads (it used to answer first, then fail to draw)."""
+    return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--out", tmp), f"--out {tmp}:")
+
+
+@case
+def plan_gpus_zero(tmp, w):
+    """Was a ZeroDivisionError traceback (grpo.py --plan calls the same planner)."""
+    import plan
+    return Case(plan.main, ["--model", "tiny-config", "--gpus", 0], "--gpus 0", lambda: ["--model", "tiny-config"])
+
+
+@case
+def plan_logprob_batch_zero(tmp, w):
+    import plan
+    return Case(plan.main, ["--model", "tiny-config", "--logprob-batch", 0], "--logprob-batch 0")
+
+
+@case
+def plan_image_size_negative(tmp, w):
+    import plan
+    return Case(plan.main, ["--model", "tiny-config", "--image-size", -1, 800], "--image-size")
+
+
 # ----------------------------------------------------------------------------------------- the harness
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_one_line(name, world, tmp_path, capsys):
