@@ -3,7 +3,7 @@
 `synth` draws 5 categories x (16 train/good, 8 test/good, 3 defect kinds x 5) 224x224 PNGs with
 pixel masks in MVTec-AD layout (~200 images, a few seconds); `ensure_synthetic` builds it once into
 $ANOMALYR1_CACHE or ~/.cache/anomalyr1 (subfolder synth-v1), atomically, and turns it into MMAD-schema
-questions with data.build.
+questions with mvtec.build.
 
 CLI:  python data.py synth OUT [--seed S]
 """
@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
-import data
+import mvtec
 
 S = 224                                   # image side in pixels
 N_TRAIN, N_TEST_GOOD, N_PER_DEFECT = 16, 8, 5
@@ -229,7 +229,7 @@ def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
         os.makedirs(cache, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".synth-v1-", dir=cache)
         try:
-            data.build(synth(os.path.join(tmp, "synth")), os.path.join(tmp, "questions.json"))
+            mvtec.build(synth(os.path.join(tmp, "synth")), os.path.join(tmp, "questions.json"))
             umask = os.umask(0o022)
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)                    # mkdtemp's 0700 would hide a shared cache from others

@@ -21,6 +21,7 @@ from PIL import Image
 
 import anomalyr1
 import data
+import mvtec
 
 
 class Case(NamedTuple):
@@ -84,7 +85,7 @@ def world(tmp_path_factory):
     root = base / "root"
     _mvtec(root / "ds")
     path = base / "good.json"
-    records = data.build(str(root / "ds"), str(path))
+    records = mvtec.build(str(root / "ds"), str(path))
     try:                             # the tiny build is moving from anomalyr1.py to its own tiny.py
         from tiny import build_tiny
     except ImportError:
@@ -859,10 +860,10 @@ def test_build_leaves_no_tmp_when_the_write_fails(world, tmp_path, monkeypatch, 
     """A full disk (one line naming --out) or Ctrl-C while writing: no .tmp file, nothing at --out."""
     def fail(*args, **kwargs):
         raise failure
-    monkeypatch.setattr(data.os, "replace", fail)
+    monkeypatch.setattr(mvtec.os, "replace", fail)
     out = tmp_path / "q.json"
     with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else ValueError) as e:
-        data.build(os.path.join(world.root, "ds"), str(out))
+        mvtec.build(os.path.join(world.root, "ds"), str(out))
     assert os.listdir(tmp_path) == []
     if not isinstance(failure, KeyboardInterrupt):
         assert str(e.value).startswith(f"--out {out}: cannot write it (No space left on device)")

@@ -13,6 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
+import mvtec  # noqa: E402
 import synth  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     synth.synth(str(root / "synth"), seed=0)
     js = str(root / "questions.json")
-    data.build(str(root / "synth"), js)
+    mvtec.build(str(root / "synth"), js)
     return str(root), js, data.load_mmad(js, str(root))
 
 
@@ -179,7 +180,7 @@ def test_answer_letters_balanced_and_seeded(built, tmp_path):
     share = np.mean([s.options["A"] == "Yes." for s in yes])
     assert 0.3 <= share <= 0.7
     again = json.loads(_read(js, "r"))     # same seed -> same json: checked in test_synth_deterministic_for_a_seed
-    other = data.build(os.path.join(root, "synth"), str(tmp_path / "other.json"), seed=1)
+    other = mvtec.build(os.path.join(root, "synth"), str(tmp_path / "other.json"), seed=1)
     assert other.keys() == again.keys()
     assert [t["Answer"] for r in other.values() for t in r["conversation"]] != \
            [t["Answer"] for r in again.values() for t in r["conversation"]]
@@ -220,7 +221,7 @@ def test_loco_3d_and_visa_layouts(tmp_path, capsys):
 
     out = {}
     for name in ("loco", "mvtec3d", "visa"):
-        out[name] = data.build(str(base / name), str(tmp_path / f"{name}.json"))
+        out[name] = mvtec.build(str(base / name), str(tmp_path / f"{name}.json"))
     err = capsys.readouterr().err
     assert "1 defective images have no" in err and "loco/juice_bottle/test/structural_anomalies/000.png" in err
     assert "['bad'] name no defect kind" in err                              # VisA: counted, not silent

@@ -10,6 +10,7 @@ from PIL import Image
 
 import anomalyr1
 import data
+import mvtec
 
 RNG = np.random.default_rng(0)
 WHITE = 255
@@ -145,8 +146,8 @@ def test_build_reads_16_bit_sets_as_their_8_bit_twins(tmp_path):
     same questions, templates and boxes as the 8-bit original."""
     _folder(tmp_path / "a8" / "ds", 1, "L")
     _folder(tmp_path / "a16" / "ds", 257, "I;16")
-    q8 = data.build(str(tmp_path / "a8" / "ds"), str(tmp_path / "q8.json"))
-    q16 = data.build(str(tmp_path / "a16" / "ds"), str(tmp_path / "q16.json"))
+    q8 = mvtec.build(str(tmp_path / "a8" / "ds"), str(tmp_path / "q8.json"))
+    q16 = mvtec.build(str(tmp_path / "a16" / "ds"), str(tmp_path / "q16.json"))
     assert q8 == q16 and json.loads((tmp_path / "q16.json").read_text()) == q16
     assert any(t["type"] == data.GROUNDING for t in q16["ds/cat/test/hole/000.png"]["conversation"])
     assert len(data.load_mmad(str(tmp_path / "q16.json"), str(tmp_path / "a16"))) > 0
