@@ -50,14 +50,19 @@ def kl_k3(logp, ref_logp):
     return torch.exp(d) - d - 1  # [N, T] eq. (5)-(6)
 
 
-def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.04, norm="seq"):
-    """-J_GRPO (eq. 3) over N completions, and a few detached stats to log.
+def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.04, norm="seq", normaliser=None):
+    """-J_GRPO over N completions, and a few detached stats to log. The whole of eq. (3):
+
+        J(θ) = 1/G Σ_i 1/|o_i| Σ_t ( min(ρ_i,t Â_i, clip(ρ_i,t, 1-ε, 1+ε) Â_i) - β D_i,t )     norm="seq" (paper)
+        J(θ) = 1/Σ_i |o_i| Σ_i Σ_t ( same summand )                                             norm="token" (DAPO/TRL)
+
+    normaliser: the denominator of the whole step, G = every completion of the step ("seq") or Σ_i |o_i| = every
+    completion token of the step ("token"), counted over all ranks. A step cut into micro-batches (and ranks) then
+    has the sum of their losses as its loss, with no re-weighting; None: these N completions are the whole step.
     logp [N, T]: log π_θ of the sampled completion tokens, carries grad.
     old_logp [N, T] or None: log π_θold at sampling time; None = on-policy (one step per rollout), so ρ = 1.
     ref_logp [N, T] or None (only with beta == 0): log π_ref, the frozen starting model.
-    advantages [N]; mask [N, T]: 1 on completion tokens up to and including the first end-of-turn.
-    norm: "seq" = the paper's 1/G Σ_i 1/|o_i| Σ_t; "token" = Σ over all tokens / their count (DAPO/TRL),
-    so long completions are not down-weighted."""
+    advantages [N]; mask [N, T]: 1 on completion tokens up to and including the first end-of-turn."""
     if norm not in ("seq", "token"):
         raise ValueError(f"norm must be 'seq' (paper, eq. 3) or 'token' (DAPO/TRL), got {norm!r}")
     if beta != 0 and ref_logp is None:
@@ -74,12 +79,14 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0
     kl = kl_k3(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)  # [N, T]
     per_token = (M - beta * kl) * mask  # [N, T] the summand of eq. (3); padding contributes 0
     if norm == "seq":
-        # eq. (3): mean over each completion's own tokens, then over completions: every answer weighs
-        # the same however long it is. clamp: an empty completion gives 0, not 0/0 = NaN.
-        objective = (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+        # eq. (3): each completion's mean over its own tokens, so every answer weighs the same however long it is.
+        # clamp: an empty completion gives 0, not 0/0 = NaN.
+        summed = (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum()  # Σ_i 1/|o_i| Σ_t
+        normaliser = len(logp) if normaliser is None else normaliser  # G
     else:
-        objective = per_token.sum() / mask.sum().clamp(min=1)
-    loss = -objective
+        summed = per_token.sum()  # Σ_i Σ_t
+        normaliser = mask.sum().clamp(min=1) if normaliser is None else max(normaliser, 1)  # Σ_i |o_i|
+    loss = -summed / normaliser
 
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
