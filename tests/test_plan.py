@@ -151,7 +151,7 @@ def test_suggested_flags_are_grpo_flags():
     # grpo.py --plan prints these; its template-image count is --shots (--templates there is similar/random)
     assert P.flag("templates", 0) == "--shots 0"
     assert P.flag("logprob_batch", 4) == "--logprob-batch 4"
-    assert P.flag("rollout_unsharded", False) == "--rollout-reshard"
+    assert P.flag("rollout_reshard", True) == "--rollout-reshard"
     assert P.flag("beta", 0.0) == "--beta 0"
 
 
