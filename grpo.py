@@ -291,8 +291,9 @@ def build_models(cfg, device, weights=None):
         for layer in model.model.language_model.layers:     # each decoder layer,
             fully_shard(layer, mesh=mesh, mp_policy=mp)
         fully_shard(model, mesh=mesh, mp_policy=mp)         # then the root: embeddings, patch merger, norm
-    for unit in fsdp_modules(policy):
-        unit.set_gradient_divide_factor(1.0)  # sum the ranks' gradients: each rank's loss is its share of J
+    for unit in fsdp_modules(policy):  # sum the ranks' gradients, don't average them: each rank's loss is its share
+        unit.set_gradient_divide_factor(1.0)          # of J (grpo_loss's normaliser counts all ranks)
+        unit.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no PREMUL_SUM
     # generate() is called outside forward(): registering it runs FSDP's all-gather hooks around it (without, HF
     # generate with images fails with "mixed torch.Tensor and DTensor")
     register_fsdp_forward_method(policy, "generate")
