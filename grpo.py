@@ -53,8 +53,8 @@ def kl_k3(logp, ref_logp):
 def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.04, norm="seq", normaliser=None):
     """-J_GRPO over N completions, and a few detached stats to log. The whole of eq. (3):
 
-        J(θ) = 1/G Σ_i 1/|o_i| Σ_t ( min(ρ_i,t Â_i, clip(ρ_i,t, 1-ε, 1+ε) Â_i) - β D_i,t )     norm="seq" (paper)
-        J(θ) = 1/Σ_i |o_i| Σ_i Σ_t ( same summand )                                             norm="token" (DAPO/TRL)
+        J(θ) = 1/G Σ_i 1/|o_i| Σ_t ( min(ρ_i,t Â_i, clip(ρ_i,t, 1-ε, 1+ε) Â_i) - β D_i,t )   norm="seq" (paper)
+        J(θ) = 1/Σ_i |o_i| Σ_i Σ_t ( the same summand )                                       norm="token" (DAPO)
 
     normaliser: the denominator of the whole step, G = every completion of the step ("seq") or Σ_i |o_i| = every
     completion token of the step ("token"), counted over all ranks. A step cut into micro-batches (and ranks) then
@@ -114,17 +114,11 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0
 # Randomness is re-seeded from (seed, step, rank) at the start of every step and the data position is the step
 # number, so `--resume` replays exactly what the uninterrupted run would have done.
 import collections
-import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
-import random
-import resource
-import signal
 import sys
-import threading
 import time
 import warnings
 
@@ -228,40 +222,6 @@ def reward_names(cfg):
 
 # ----------------------------------------------------------------------------- distributed and models
 
-def setup_distributed():
-    """(rank, world, device). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; `python grpo.py` joins a one-rank group of
-    its own, so one process and N processes run the same FSDP2 code."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    # torch takes every core by default; N processes on one machine then oversubscribe them (measured: 10x slower),
-    # and on a shared machine even one process does (37-50 s/step instead of 1-1.5 with one busy core)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, (os.cpu_count() or 1) // local_world))
-    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if world > 1:
-            dist.init_process_group(backend)  # torchrun's rendezvous (MASTER_ADDR/PORT)
-        else:  # an in-process store: nothing to rendezvous with, no port to find
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    return rank, world, device
-
-
-def all_reduce(values, device, op="sum"):
-    """{name: float} summed (or maxed) over ranks, in one all_reduce."""
-    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return dict(zip(values, t.tolist()))
-
-
-def peak_memory_gib(device):
-    """This process's peak so far: memory torch allocated on the GPU, or the resident set size on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-
-
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -300,6 +260,10 @@ def build_models(cfg, device, weights=None):
     return policy, ref, processor
 
 
+def adamw(policy, cfg):
+    return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+
+
 def fsdp_modules(model):
     from torch.distributed.fsdp import FSDPModule
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
@@ -319,25 +283,6 @@ def load_data(cfg):
     if not train_set:
         raise ValueError(f"{path}: no training questions (Defect Grounding ones need --rewards with iou)")
     return train_set
-
-
-@functools.lru_cache(maxsize=4)
-def epoch_order(n, seed):
-    return random.Random(seed).sample(range(n), n)
-
-
-def step_prompts(train_set, cfg, step):
-    """The P prompts of `step` (1-based), identical on every rank: global prompts [(step-1)·P, step·P) of the
-    concatenated epochs, each epoch a permutation seeded by seed + epoch. Rank r then takes every world-th."""
-    P, n = cfg.prompts_per_step, len(train_set)
-    return [train_set[epoch_order(n, cfg.seed + i // n)[i % n]] for i in range((step - 1) * P, step * P)]
-
-
-def seed_step(cfg, step, rank):
-    """Sampling randomness is a function of (seed, step, rank) alone: no RNG state is needed to resume."""
-    s = cfg.seed * 1_000_003 + step * 1009 + rank
-    random.seed(s)
-    torch.manual_seed(s)  # also seeds CUDA
 
 
 def set_lr(optimizer, cfg, step):
@@ -432,7 +377,7 @@ def train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, devi
         # π_θold: needed only when the same rollout is reused (μ > 1); with μ = 1, ρ = 1 exactly (grpo_loss)
         old_logp = [logprobs(policy, *c) if cfg.inner_steps > 1 else None for c in chunks]
     # eq. (3)'s denominator for the whole step, all ranks: G completions ("seq") or Σ|o_i| tokens ("token")
-    normaliser = all_reduce({"n": len(mask) if cfg.norm == "seq" else mask.sum()}, device)["n"]
+    normaliser = runs.all_reduce({"n": len(mask) if cfg.norm == "seq" else mask.sum()}, device)["n"]
     stats = collections.Counter()
     for _ in range(cfg.inner_steps):
         optimizer.zero_grad(set_to_none=True)
@@ -446,7 +391,7 @@ def train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, devi
             n = m.sum().item()
             stats.update(kl=s["kl"] * n, clip=s["clip_fraction"] * n, stat_tokens=n)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm).full_tensor().item()
-        loss_all = all_reduce({"loss": loss_sum}, device)["loss"]
+        loss_all = runs.all_reduce({"loss": loss_sum}, device)["loss"]
         if math.isfinite(loss_all) and math.isfinite(grad_norm):  # the same on every rank: they agree to skip
             optimizer.step()
         else:
@@ -464,13 +409,14 @@ def train(cfg):
     from tqdm import tqdm
     with cli.user_errors("grpo.py"):
         cfg = resolve(cfg)
-        rank, world, device = setup_distributed()
+        rank, world, device = runs.setup_distributed()
         checkpoint, train_set = prepare_run(cfg, world)
         policy, ref, processor = build_models(cfg, device, weights=checkpoint)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    optimizer = adamw(policy, cfg)
     start, rows = runs.restore(policy, optimizer, checkpoint, cfg.out)
     # LR-IAD's class weights: label counts of the prompts seen so far (replayed on resume)
-    class_counts = collections.Counter(s.label for step in range(1, start) for s in step_prompts(train_set, cfg, step))
+    class_counts = collections.Counter(s.label for step in range(1, start)
+                                       for s in runs.step_prompts(train_set, cfg, step))
     if start > cfg.steps:
         if rank == 0:
             print(f"grpo: {cfg.resume} is already at step {start - 1} of --steps {cfg.steps}; nothing to do "
@@ -480,13 +426,13 @@ def train(cfg):
         print(f"grpo: {len(train_set)} questions on {len({s.image for s in train_set})} images, {world} rank(s) on "
               f"{device.type} in {cfg.dtype}, {cfg.prompts_per_step} prompts x G={cfg.group_size} per step, "
               f"steps {start}..{cfg.steps}, rewards {cfg.rewards} -> {cfg.out}", file=sys.stderr)
-    with stop_signals() as stop, tqdm(total=cfg.steps, initial=start - 1, disable=rank != 0, desc="grpo",
+    with runs.stop_signals() as stop, tqdm(total=cfg.steps, initial=start - 1, disable=rank != 0, desc="grpo",
                                       dynamic_ncols=True) as bar:
         for step in range(start, cfg.steps + 1):
             t0 = time.time()
-            seed_step(cfg, step, rank)
+            runs.seed_step(cfg, step, rank)
             lr = set_lr(optimizer, cfg, step)
-            everyone = step_prompts(train_set, cfg, step)
+            everyone = runs.step_prompts(train_set, cfg, step)
             class_counts.update(s.label for s in everyone)
             prompts = everyone[rank::world]  # this rank's P_r = P / world prompts
             ids, texts, mask, batches = rollout(policy, processor, prompts, cfg)  # [P_r·G, T] sampled o_i
@@ -498,7 +444,7 @@ def train(cfg):
                 runs.append_metrics(cfg.out, rows[-1])
             bar.update(1)
             bar.set_postfix(reward=f"{rows[-1]['reward']:.3f}", acc=f"{rows[-1]['accuracy']:.2f}")
-            stopping = all_reduce({"stop": stop["signal"]}, device)["stop"] > 0  # any rank signalled: all stop
+            stopping = runs.all_reduce({"stop": stop["signal"]}, device)["stop"] > 0  # any rank signalled: all stop
             if step % cfg.save_every == 0 or step == cfg.steps or stopping:
                 runs.save(policy, processor, optimizer, cfg.out, step, run_settings(cfg), cfg.keep,
                           final=step == cfg.steps)
@@ -534,24 +480,10 @@ def run_settings(cfg):
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PLAN_ONLY}
 
 
-@contextlib.contextmanager
-def stop_signals():
-    """SIGTERM/SIGINT set stop["signal"] instead of killing: the step finishes, saves, and the run exits cleanly."""
-    stop, handlers = {"signal": 0}, {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            handlers[sig] = signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
-    try:
-        yield stop
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
 def metrics_row(step, total, parts, logged, mask, stats, lr, seconds, rows, cfg, device):
     """One line of metrics.jsonl: means over every completion of the step, all ranks."""
     groups = total.view(-1, cfg.group_size)  # [P_r, G]
-    sums = all_reduce({"reward": total.sum(), **{f"reward/{n}": v.sum() for n, v in parts.items()},
+    sums = runs.all_reduce({"reward": total.sum(), **{f"reward/{n}": v.sum() for n, v in parts.items()},
                        **{n: v.sum() for n, v in logged.items()}, "completions": len(total),
                        "zero_std": (groups.amax(1) == groups.amin(1)).sum(), "tokens": mask.sum(),
                        "kl": stats["kl"], "clip": stats["clip"], "stat_tokens": stats["stat_tokens"]}, device)
@@ -567,7 +499,7 @@ def metrics_row(step, total, parts, logged, mask, stats, lr, seconds, rows, cfg,
             "skipped": (rows[-1]["skipped"] if rows else 0) + stats["skipped"],
             "seconds": seconds, "tokens_per_s": sums["tokens"] / seconds,
             # the planner's per-GPU prediction (python grpo.py --plan) is checked against this
-            "peak_memory_gib": all_reduce({"m": peak_memory_gib(device)}, device, op="max")["m"]}
+            "peak_memory_gib": runs.all_reduce({"m": runs.peak_memory_gib(device)}, device, op="max")["m"]}
 
 
 # ----------------------------------------------------------------------------- command line

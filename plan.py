@@ -167,8 +167,8 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
     seqs = prompts * G
     kv = 2 * L * tc.num_key_value_heads * head_dim * S * seqs * e
     prefill = max(prompts * P * nograd_transient(h, I, e), prompts * images * patches * nograd_transient(hv, Iv, e))
-    phases["rollout"] = [("policy for generate", e * c["params"] if not rollout_reshard else gather,
-                          f"unsharded {dtype} across generate" if not rollout_reshard else "root + 2 units all-gathered"),
+    phases["rollout"] = [("policy for generate", gather if rollout_reshard else e * c["params"],
+                          "root + 2 units all-gathered" if rollout_reshard else f"unsharded {dtype} across generate"),
                          ("KV cache", kv, f"2·{L} layers·{tc.num_key_value_heads} kv·{head_dim}·{S} tok·{seqs} seq·{e} B"),
                          ("prefill working set", prefill, "no grad, one layer or vision block at a time")]
     # log-prob forwards: one packed row [prompt | B completions]; the vision tower runs once for the prompt

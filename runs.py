@@ -1,4 +1,4 @@
-"""A training run's folder: metrics.jsonl, step-NNNNNN/ checkpoints, final/ (grpo.py writes it, --resume reads it).
+"""A training run: its processes, its folder (metrics.jsonl, step-NNNNNN/ checkpoints, final/), its replayable order.
 
     OUT/metrics.jsonl        one JSON line per step
     OUT/step-NNNNNN/         a Hugging Face folder (safetensors weights, config, processor) + optimizer.safetensors
@@ -7,11 +7,23 @@
 
 A folder appears only by an atomic rename of a finished .tmp-* folder, so a run killed mid-save always leaves its
 last good checkpoint. Only safetensors are written (never pickle), the optimizer included.
+
+A run is also replayable: its data order and sampling seeds are functions of (seed, step, rank) alone, so --resume
+replays exactly what the uninterrupted run would have done, with no RNG state saved.
 """
 import collections
+import contextlib
+import functools
 import json
 import os
+import random
+import resource
 import shutil
+import signal
+import threading
+
+import torch
+import torch.distributed as dist
 
 STATE = "trainer_state.json"
 
@@ -46,6 +58,79 @@ def check_new_or_resumed(out, resume):
     if checkpoints(out) or os.path.isfile(os.path.join(out, "metrics.jsonl")):
         raise ValueError(f"{out} already holds a run: continue it with --resume {out}, or pass a new --out")
     return None
+
+
+# ----------------------------------------------------------------------------- processes
+
+def setup_distributed():
+    """(rank, world, device). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; `python grpo.py` joins a one-rank group of
+    its own, so one process and N processes run the same FSDP2 code."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    # torch takes every core by default; N processes on one machine then oversubscribe them (measured: 10x slower),
+    # and on a shared machine even one process does (37-50 s/step instead of 1-1.5 with one busy core)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, (os.cpu_count() or 1) // local_world))
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if world > 1:
+            dist.init_process_group(backend)  # torchrun's rendezvous (MASTER_ADDR/PORT)
+        else:  # an in-process store: nothing to rendezvous with, no port to find
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    return rank, world, device
+
+
+def all_reduce(values, device, op="sum"):
+    """{name: float} summed (or maxed) over ranks, in one all_reduce."""
+    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return dict(zip(values, t.tolist()))
+
+
+
+# ----------------------------------------------------------------------------- data order, seeds, stops
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n, seed):
+    return random.Random(seed).sample(range(n), n)
+
+
+def step_prompts(train_set, cfg, step):
+    """The P prompts of `step` (1-based), identical on every rank: global prompts [(step-1)·P, step·P) of the
+    concatenated epochs, each epoch a permutation seeded by seed + epoch. Rank r then takes every world-th."""
+    P, n = cfg.prompts_per_step, len(train_set)
+    return [train_set[epoch_order(n, cfg.seed + i // n)[i % n]] for i in range((step - 1) * P, step * P)]
+
+
+def seed_step(cfg, step, rank):
+    """Sampling randomness is a function of (seed, step, rank) alone: no RNG state is needed to resume."""
+    s = cfg.seed * 1_000_003 + step * 1009 + rank
+    random.seed(s)
+    torch.manual_seed(s)  # also seeds CUDA
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM/SIGINT set stop["signal"] instead of killing: the step finishes, saves, and the run exits cleanly."""
+    stop, handlers = {"signal": 0}, {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handlers[sig] = signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
+    try:
+        yield stop
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def peak_memory_gib(device):
+    """This process's peak so far: memory torch allocated on the GPU, or the resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
 
 
 # ----------------------------------------------------------------------------- metrics.jsonl
@@ -121,7 +206,6 @@ def save(policy, processor, optimizer, out, step, config, keep, final=False):
     """OUT/step-NNNNNN/ (and OUT/final/ if `final`), keeping the newest `keep` step folders. `config`: the run's
     settings as a dict, for --resume. Called by every rank: gathering the full state dicts is a collective;
     rank 0 writes."""
-    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -154,7 +238,6 @@ def save(policy, processor, optimizer, out, step, config, keep, final=False):
 def restore(policy, optimizer, checkpoint, out):
     """(first step to run, metric rows so far), after loading AdamW's state from `checkpoint` (the weights came
     with the model); (1, []) for a new run. Rank 0 rewrites metrics.jsonl to the checkpoint's steps."""
-    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     start, rows = 1, []
     if checkpoint:

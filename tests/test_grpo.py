@@ -16,6 +16,7 @@ sys.path.insert(0, ROOT)
 import anomalyr1  # noqa: E402
 import grpo  # noqa: E402
 import roam  # noqa: E402
+import runs  # noqa: E402
 
 # a few seconds per step on 2 cores: 2 prompts x G = 4, up to 40 new tokens (the tiny model says ~30)
 SMALL = dict(group_size=4, prompts_per_step=2, max_completion=40, warmup_steps=0)
@@ -47,11 +48,11 @@ def mean(xs):
 def test_data_order_is_a_function_of_the_step():
     cfg = grpo.Config(prompts_per_step=4, seed=3)
     train_set = list(range(10))  # stand-ins for samples
-    steps = [grpo.step_prompts(train_set, cfg, s) for s in range(1, 6)]  # 5 steps x 4 = 2 epochs of 10
+    steps = [runs.step_prompts(train_set, cfg, s) for s in range(1, 6)]  # 5 steps x 4 = 2 epochs of 10
     assert sorted(sum(steps, [])[:10]) == train_set and sorted(sum(steps, [])[10:]) == train_set  # each epoch: all once
     assert sum(steps, [])[:10] != sum(steps, [])[10:]  # a new permutation per epoch
-    assert grpo.step_prompts(train_set, cfg, 4) == steps[3]  # no hidden state: recomputed identically
-    assert grpo.step_prompts(train_set, grpo.Config(prompts_per_step=4, seed=4), 1) != steps[0]
+    assert runs.step_prompts(train_set, cfg, 4) == steps[3]  # no hidden state: recomputed identically
+    assert runs.step_prompts(train_set, grpo.Config(prompts_per_step=4, seed=4), 1) != steps[0]
 
 
 def test_toy_reward_rises(tiny, synthetic, tmp_path, monkeypatch):
