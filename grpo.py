@@ -241,7 +241,10 @@ def build_models(cfg, device, weights=None):
         ref, _ = anomalyr1.load(cfg.model, device=device, dtype=compute)
         ref.eval().requires_grad_(False)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
+    # cast_forward_inputs: bf16 casts the floating inputs (pixel_values) to bf16; fp32 has nothing to cast, and FSDP
+    # then skips walking every forward's arguments (measured: ~5% of a CPU step on the tiny model)
+    mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32,
+                              cast_forward_inputs=compute != torch.float32)
     # FSDP2 warns when the root returns a view (the logits slice, the per-image features): nothing here writes
     # into them in place, and the gradients equal the unsharded model's (checked on 2 CPU ranks)
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
@@ -261,7 +264,9 @@ def build_models(cfg, device, weights=None):
 
 
 def adamw(policy, cfg):
-    return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    # foreach: one op over all the parameters; on FSDP2's DTensor parameters torch's CPU default (one op per
+    # parameter) took 4x longer (measured: 32 vs 8 ms a step on the tiny model), with bit-identical results
+    return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, foreach=True)
 
 
 def fsdp_modules(model):
