@@ -49,10 +49,11 @@ def samples_with_templates(n):
 def test_bf16_packed_logprobs_agree_with_fp32(tiny, synthetic):
     # The policy as grpo.py builds it (fp32 master weights, FSDP2 on a one-rank group), computing in bf16 and in
     # fp32, on the packed rows [q | o_1 | … | o_G] of two prompts with a template image each and G = 3. bf16 keeps
-    # 8 bits of mantissa (relative error 2^-9 per rounding); through 2 layers and a 1k vocabulary the measured
-    # error was max 0.05 nats and mean 0.006 on the tiny model. Tolerance: max 0.25, mean 0.03 nats per token;
-    # a wrong mask or position (a completion seeing another one) moves log-probs by whole nats.
+    # 8 bits of mantissa (relative error 2^-9 per rounding); through the tiny model's 2 layers and 1k vocabulary
+    # the error measured max 0.044 and mean 0.0022 nats over 143 completion tokens. Tolerance: max 0.15, mean 0.01
+    # nats per token; a wrong mask or position (a completion seeing another one) moves log-probs by whole nats.
     G, samples = 3, samples_with_templates(2)
+    runs.setup_distributed()  # a one-rank process group, as `python grpo.py` makes
     models = {d: grpo.build_models(grpo.resolve(grpo.Config(dtype=d, beta=0.0, out="unused")), torch.device("cpu"))
               for d in ("fp32", "bf16")}
     policy, processor = models["fp32"][0], models["fp32"][2]
@@ -68,7 +69,8 @@ def test_bf16_packed_logprobs_agree_with_fp32(tiny, synthetic):
     mask = anomalyr1.completion_mask(ids, anomalyr1.special_id(processor, anomalyr1.END_OF_TURN)).bool()  # [2G, T]
     assert logp["bf16"].dtype == torch.float32 and mask.sum() > 2 * G
     err = (logp["bf16"] - logp["fp32"]).abs()[mask]
-    assert err.max() < 0.25 and err.mean() < 0.03, (err.max().item(), err.mean().item())
+    print(f"bf16 vs fp32 log-prob error: max {err.max():.4f}, mean {err.mean():.5f} nats over {len(err)} tokens")
+    assert err.max() < 0.15 and err.mean() < 0.01, (err.max().item(), err.mean().item())
     assert err.max() > 0  # bf16 really ran: not the fp32 forward twice
 
 
