@@ -7,8 +7,8 @@ hold that run, but it can hold what one of its four ranks holds. So this builds 
 3B's widths, cut in depth until its whole state on one GPU (fp32 weights, gradients and AdamW, the bf16 reference)
 is the size of a 4-GPU shard of the 3B's (plan.py's materialize), resizes the synthetic set's images to the paper's
 1000×800, and trains `--steps` GRPO steps through grpo.train, one rank, at the paper's per-GPU load: 2 prompts ×
-G = 8, one template image + the query image, 256 new tokens (the random model never ends its turn: every completion runs
-to the limit, the worst case). It prints the planner's prediction for that model and load on one GPU (what
+G = 8, one template image + the query image, 256 new tokens (the random model never ends its turn: every
+completion runs to the limit, the worst case). It prints the planner's prediction for that model and load on one GPU (what
 `python grpo.py --plan --gpus 1` computes) beside the measured peak (CUDA memory allocated, largest step), the
 completion tokens/s, and whether flash-attn ran the vision tower; it exits 1 when the measured peak exceeds the
 plan by more than --tolerance.
