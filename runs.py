@@ -75,11 +75,10 @@ def setup_distributed():
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        gpu = {"device_id": device} if device.type == "cuda" else {}  # NCCL: this rank's GPU, not a guess
         if world > 1:
-            dist.init_process_group(backend, **gpu)  # torchrun's rendezvous (MASTER_ADDR/PORT)
+            dist.init_process_group(backend)  # torchrun's rendezvous (MASTER_ADDR/PORT)
         else:  # an in-process store: nothing to rendezvous with, no port to find
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, **gpu)
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return rank, world, device
 
 
