@@ -186,6 +186,10 @@ def test_plan_prints_the_table_and_exits(capsys, tmp_path, monkeypatch):
     assert grpo.main(["--plan", "--gpus", "4", "--group-size", "8"]) == 0
     table = capsys.readouterr().out
     assert "qwen2.5-vl-3b" in table and "GiB per GPU" in table and "G=8" in table and "256 completion" in table
+    # one GPU: `python grpo.py` there is a one-rank FSDP2 group, planned with shards the size of the whole model
+    assert grpo.main(["--plan", "--gpus", "1", "--prompts-per-step", "2"]) == 0
+    one = capsys.readouterr().out
+    assert "1 GPU(s) FSDP2, bf16 compute" in one and "3.755 B params" in one
     assert os.listdir(tmp_path) == []  # no training, nothing written
 
 
