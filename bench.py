@@ -19,6 +19,7 @@ counts once); and the machine with its load average.
 """
 import argparse
 import collections
+import contextlib
 import functools
 import json
 import os
@@ -37,6 +38,7 @@ import anomalyr1
 import tiny
 import grpo
 import roam
+import runs
 
 # ----------------------------------------------------------------------------- the shared setting
 
@@ -93,17 +95,23 @@ def leave(*_):
         _open[-1][2] += total
 
 
+@contextlib.contextmanager
+def phase(name):
+    enter(name)
+    try:
+        yield
+    finally:
+        leave()
+
+
 def timed(owner, attr, name):
     """Wrap owner.attr so that its time counts toward `name` (a string, or a function giving one)."""
     fn = getattr(owner, attr)
 
     @functools.wraps(fn)
     def wrapper(*a, **k):
-        enter(name() if callable(name) else name)
-        try:
+        with phase(name() if callable(name) else name):
             return fn(*a, **k)
-        finally:
-            leave()
     setattr(owner, attr, wrapper)
 
 
@@ -126,19 +134,30 @@ def instrument_both():
 # ----------------------------------------------------------------------------- one side, in this process
 
 def run_ours(args, out):
-    """grpo.train itself. A step runs from one step's seed_step to the next (the last: to the final save)."""
+    """grpo.py's training step, timed here: the same public functions grpo.train calls, in the same order (metrics
+    rows and checkpoints left out). A step runs from its seeding to the end of its optimizer step."""
     instrument_both()
-    timed(grpo, "rollout", "generate")
-    timed(grpo, "score", "reward")
     timed(anomalyr1, "packed_logprobs", logp_phase)
-    marks = []
-    seed_step, save, setup = grpo.seed_step, grpo.save_checkpoint, grpo.setup_distributed
-    grpo.seed_step = lambda *a: (marks.append(mark()), seed_step(*a))[1]
-    grpo.save_checkpoint = lambda *a, **k: (marks.append(mark()), save(*a, **k))[1]  # once: save_every = steps
-    # grpo.py sets torch threads to cores / local processes; the bench gives both sides --threads
-    grpo.setup_distributed = lambda: (setup(), torch.set_num_threads(args.threads))[0]
-    rows = grpo.train(ours_config(args, out))
-    tokens = [r["completion_length"] * args.group_size * args.prompts for r in rows]
+    cfg = ours_config(args, out)
+    rank, world, device = runs.setup_distributed()
+    torch.set_num_threads(args.threads)  # grpo.py sets cores / local processes; the bench gives both sides --threads
+    checkpoint, train_set = grpo.prepare_run(cfg, world)
+    policy, ref, processor = grpo.build_models(cfg, device, weights=checkpoint)
+    optimizer = grpo.adamw(policy, cfg)
+    class_counts, marks, tokens = collections.Counter(), [mark()], []
+    for step in range(1, cfg.steps + 1):
+        runs.seed_step(cfg, step, rank)
+        grpo.set_lr(optimizer, cfg, step)
+        prompts = runs.step_prompts(train_set, cfg, step)
+        class_counts.update(s.label for s in prompts)
+        with phase("generate"):
+            ids, texts, mask, batches = grpo.rollout(policy, processor, prompts, cfg)
+        with phase("reward"):
+            total, _, _ = grpo.score(prompts, texts, batches, processor, cfg, class_counts)
+        advantages = grpo.group_advantages(total, cfg.group_size)
+        grpo.train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, device)
+        marks.append(mark())
+        tokens.append(mask.sum().item())
     return steps_between(marks, tokens)
 
 
@@ -185,7 +204,7 @@ def run_trl(args, out):
 def step_samples(cfg):
     """The samples grpo.train uses, step after step."""
     train_set = grpo.load_data(cfg)
-    return [s for step in range(1, cfg.steps + 1) for s in grpo.step_prompts(train_set, cfg, step)]
+    return [s for step in range(1, cfg.steps + 1) for s in runs.step_prompts(train_set, cfg, step)]
 
 
 def mark():

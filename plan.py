@@ -7,10 +7,11 @@ The model is built on the meta device from its config, so every parameter's shap
 GPU; GiB = 2**30. What the training step is assumed to do (grpo.py / anomalyr1.py):
 
 FSDP2: `fully_shard` per vision block, per decoder layer, then the root (token embedding = tied lm_head,
-patch embed, patch merger, final norm). MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16): the
-sharded master weights stay fp32, each unit is all-gathered to bf16 to compute, its bf16 gradient is
-reduce-scattered and cast up into the fp32 gradient shard. A shard holds ceil(dim0 / gpus) rows of every
-parameter (FSDP2 pads dim 0), so with gpus=1 the counts are exactly those of the unsharded model.
+patch embed, patch merger, final norm). MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): the
+sharded master weights stay fp32, each unit is all-gathered to bf16 to compute, its bf16 gradient is cast to
+fp32 and reduce-scattered into the fp32 gradient shard. A shard holds ceil(dim0 / gpus) rows of every
+parameter (FSDP2 pads dim 0). grpo.py runs one process as a one-rank FSDP2 group, so `gpus=1` plans
+`python grpo.py` on one GPU: the same units, all-gathers and casts, with shards the size of the whole model.
 
 Persistent all step: fp32 parameter, gradient and AdamW (exp_avg, exp_avg_sq, a 4-byte step per tensor)
 shards, and the frozen reference model's bf16 shards (none when beta == 0). On top of that the step peaks
@@ -199,8 +200,8 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
     # backward. Logits are freed by their own backward, before any layer is recomputed: max(), not sum.
     logits = (e + 4) * logit_elems
     phases["train"] = [("policy all-gather", gather, "root + 2 units"),
-                       ("gradient reduce-scatter", e * (c["root"] + c["unit"]),
-                        "root's unsharded grad (lm_head is first in backward, reduced last) + 1 unit"),
+                       ("gradient reduce-scatter", (e + 4) * (c["root"] + c["unit"]),
+                        f"root's unsharded grad (lm_head is first in backward, reduced last) + 1 unit, {dtype} + fp32"),
                        mask_row,
                        ("activations: saved", saved, f"{P} + {B}×{T} tok" + (
                            f": {L} decoder + {Lv} vision layer inputs" if grad_checkpointing else ", no checkpointing")),

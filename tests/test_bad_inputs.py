@@ -22,6 +22,7 @@ from PIL import Image
 import anomalyr1
 import data
 import mvtec
+import tiny
 
 
 class Case(NamedTuple):
@@ -86,11 +87,7 @@ def world(tmp_path_factory):
     _mvtec(root / "ds")
     path = base / "good.json"
     records = mvtec.build(str(root / "ds"), str(path))
-    try:                             # the tiny build is moving from anomalyr1.py to its own tiny.py
-        from tiny import build_tiny
-    except ImportError:
-        build_tiny = anomalyr1.build_tiny
-    return World(str(root), str(path), records, build_tiny())
+    return World(str(root), str(path), records, tiny.build_tiny())
 
 
 def mmad(tmp, world, mutate=None, content=None):

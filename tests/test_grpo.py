@@ -17,6 +17,7 @@ import anomalyr1  # noqa: E402
 from tiny import build_tiny  # noqa: E402
 import grpo  # noqa: E402
 import roam  # noqa: E402
+import runs  # noqa: E402
 
 # a few seconds per step on 2 cores: 2 prompts x G = 4, up to 40 new tokens (the tiny model says ~30)
 SMALL = dict(group_size=4, prompts_per_step=2, max_completion=40, warmup_steps=0)
@@ -48,18 +49,19 @@ def mean(xs):
 def test_data_order_is_a_function_of_the_step():
     cfg = grpo.Config(prompts_per_step=4, seed=3)
     train_set = list(range(10))  # stand-ins for samples
-    steps = [grpo.step_prompts(train_set, cfg, s) for s in range(1, 6)]  # 5 steps x 4 = 2 epochs of 10
+    steps = [runs.step_prompts(train_set, cfg, s) for s in range(1, 6)]  # 5 steps x 4 = 2 epochs of 10
     assert sorted(sum(steps, [])[:10]) == train_set and sorted(sum(steps, [])[10:]) == train_set  # each epoch: all once
     assert sum(steps, [])[:10] != sum(steps, [])[10:]  # a new permutation per epoch
-    assert grpo.step_prompts(train_set, cfg, 4) == steps[3]  # no hidden state: recomputed identically
-    assert grpo.step_prompts(train_set, grpo.Config(prompts_per_step=4, seed=4), 1) != steps[0]
+    assert runs.step_prompts(train_set, cfg, 4) == steps[3]  # no hidden state: recomputed identically
+    assert runs.step_prompts(train_set, grpo.Config(prompts_per_step=4, seed=4), 1) != steps[0]
 
 
-def test_toy_reward_rises(tiny, synthetic, tmp_path):
+def test_toy_reward_rises(tiny, synthetic, tmp_path, monkeypatch):
     # The tiny model answers a random option; reward "the answer is B" and GRPO must make B the habit. Measured
     # over seeds 1-4: the last 3 steps' mean beats the first 3 steps' by 0.42-0.54 (B starts at ~0.3).
-    says_b = lambda text, sample: 1.0 if roam.parse(text).answer == "B" else 0.0  # noqa: E731
-    rows = grpo.train(config(tmp_path, rewards="format", steps=10, lr=5e-4, seed=1), extra_reward=says_b)
+    says_b = lambda text, answer, options: 1.0 if roam.parse(text).answer == "B" else 0.0  # noqa: E731
+    monkeypatch.setitem(roam.REWARDS, "extra", says_b)  # a reward like any of roam.py's, by name
+    rows = grpo.train(config(tmp_path, rewards="format,extra", steps=10, lr=5e-4, seed=1))
     assert [r["step"] for r in rows] == list(range(1, 11))
     first, last = mean([r["reward/extra"] for r in rows[:3]]), mean([r["reward/extra"] for r in rows[-3:]])
     assert last > first + 0.25, (first, last, [r["reward/extra"] for r in rows])
@@ -174,7 +176,7 @@ def test_sigterm_saves_and_resumes(tiny, synthetic, tmp_path):
     assert 1 <= k < 50 and f"stopped at step {k}; resume with --resume {out}" in err
     assert os.path.isfile(os.path.join(out, f"step-{k:06d}", "trainer_state.json"))
     # the CLI resumes with the saved settings; flags given now (--steps) override them
-    cfg = grpo.parse_config(["--resume", out, "--steps", str(k + 1)])
+    cfg = grpo.resolve(grpo.parse_config(["--resume", out, "--steps", str(k + 1)]))
     assert (cfg.group_size, cfg.max_completion, cfg.out, cfg.steps) == (4, 40, out, k + 1)
     rows = grpo.train(cfg)
     assert [r["step"] for r in rows] == list(range(1, k + 2)) and len(metrics(out)) == k + 1
@@ -185,6 +187,10 @@ def test_plan_prints_the_table_and_exits(capsys, tmp_path, monkeypatch):
     assert grpo.main(["--plan", "--gpus", "4", "--group-size", "8"]) == 0
     table = capsys.readouterr().out
     assert "qwen2.5-vl-3b" in table and "GiB per GPU" in table and "G=8" in table and "256 completion" in table
+    # one GPU: `python grpo.py` there is a one-rank FSDP2 group, planned with shards the size of the whole model
+    assert grpo.main(["--plan", "--gpus", "1", "--prompts-per-step", "2"]) == 0
+    one = capsys.readouterr().out
+    assert "1 GPU(s) FSDP2, bf16 compute" in one and "3.755 B params" in one
     assert os.listdir(tmp_path) == []  # no training, nothing written
 
 
@@ -199,4 +205,5 @@ def test_user_errors_exit_2_with_one_line(argv, words, capsys, tmp_path, monkeyp
     with pytest.raises(SystemExit) as e:
         grpo.main(argv + ["--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("error: ") and words in err and "Traceback" not in err
+    assert e.value.code == 2 and err.startswith("grpo.py: error: ") and words in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -211,3 +211,43 @@ def test_grpo_loss_extreme_logprobs_stay_finite():
     assert loss.item() == pytest.approx(1.0)
     assert logp.grad[0].tolist() == pytest.approx([1.0, 0.0, 0.0])
     assert all(math.isfinite(v) for v in stats.values())
+
+
+def previous_grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps, beta, norm):
+    """grpo_loss before the step's normaliser became an argument (a mean over the micro-batch), kept to compare."""
+    mask = mask.to(logp.dtype)
+    ratio = torch.exp((logp - old_logp).clamp(-20.0, 20.0))
+    A = advantages[:, None]
+    M = torch.min(ratio * A, ratio.clamp(1 - clip_eps, 1 + clip_eps) * A)
+    per_token = (M - beta * kl_k3(logp, ref_logp)) * mask
+    if norm == "seq":
+        return -(per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+    return -per_token.sum() / mask.sum().clamp(min=1)
+
+
+@pytest.mark.parametrize("norm", ["seq", "token"])
+def test_grpo_loss_equals_the_previous_one_and_micro_batches_just_add_up(norm):
+    # 3 prompts × G = 4, ragged lengths, off-policy (ρ ≠ 1, some clipped). Whole: the old mean, to float precision.
+    # Cut into micro-batches of 1-3 completions with the step's normaliser passed in: the losses and the
+    # gradients simply add up to the whole step's, the sum of eq. (3) that train_step relies on.
+    torch.manual_seed(0)
+    N, T = 12, 7
+    lengths = torch.randint(1, T + 1, (N,))
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).float()  # [N, T]
+    base = -torch.rand(N, T) * 4
+    old, ref, adv = base + 0.3 * torch.randn(N, T), base + 0.3 * torch.randn(N, T), torch.randn(N)
+    whole_logp = base.clone().requires_grad_()
+    whole, _ = grpo_loss(whole_logp, old, ref, adv, mask, clip_eps=0.2, beta=0.04, norm=norm)
+    assert whole.item() == pytest.approx(previous_grpo_loss(base, old, ref, adv, mask, 0.2, 0.04, norm).item(),
+                                         rel=1e-6, abs=1e-7)
+    whole.backward()
+    normaliser = N if norm == "seq" else mask.sum().item()
+    parts_logp, total = base.clone().requires_grad_(), 0.0
+    for rows in [slice(0, 1), slice(1, 4), slice(4, 6), slice(6, 9), slice(9, 12)]:
+        loss, _ = grpo_loss(parts_logp[rows], old[rows], ref[rows], adv[rows], mask[rows], norm=norm,
+                            normaliser=normaliser)
+        loss.backward()
+        total += loss.item()
+    assert total == pytest.approx(whole.item(), rel=1e-5, abs=1e-6)
+    assert torch.allclose(parts_logp.grad, whole_logp.grad, rtol=1e-5, atol=1e-7)
+    assert (whole_logp.grad[mask == 0] == 0).all() and (whole_logp.grad != 0).sum() > N
