@@ -18,6 +18,7 @@ Prompt (paper §3.4 + MMAD's protocol):
 import dataclasses
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -475,7 +476,7 @@ class Config:
 
 def ask(cfg):
     """Print the model's reply to one question about cfg.image, the option it chose, and the box it drew (in the
-    original image's pixels); return the box or None."""
+    original image's pixels); return (reply, box or None)."""
     import roam
     from data import Sample
     options = cli.parse_options(cfg.options)
@@ -501,7 +502,25 @@ def ask(cfg):
     box = parse_box(reply, model_input_size(processor, load_image(query).size), original_size)
     if box is not None:
         print("box:", [round(v, 1) for v in box])
-    return box
+    return reply, box
+
+
+BOX_LIST = re.compile(r'"bbox_2d"\s*:\s*\[([^\[\]]{0,200})\]')
+
+
+def why_no_box(reply):
+    """Why parse_box found nothing: no box at all, or one that is not a box with an area (a small model often
+    writes x1 = x2), so the user is told which."""
+    m = BOX_LIST.search(reply)
+    if m is None:
+        return "the reply holds no bounding box"
+    try:
+        x1, y1, x2, y2 = (float(v) for v in m.group(1).split(","))
+    except ValueError:
+        return f"the reply's box [{m.group(1)}] is not four numbers [x1, y1, x2, y2]"
+    if x1 == x2 or y1 == y2:
+        return f"the reply's box [{m.group(1)}] has zero area (x1 = x2 or y1 = y2)"
+    return f"the reply's box [{m.group(1)}] is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2"
 
 
 def main(argv=None):
@@ -509,10 +528,10 @@ def main(argv=None):
     cli.add_flags(p, Config)
     cfg = Config(**cli.given(p, argv))
     with cli.user_errors("anomalyr1.py", (ValueError, OSError, ImportError)):
-        box = ask(cfg)
+        reply, box = ask(cfg)
         if cfg.out:
             if box is None:
-                raise ValueError(f"the reply holds no bounding box, so there is nothing to draw into {cfg.out}; "
+                raise ValueError(f"{why_no_box(reply)}, so there is nothing to draw into {cfg.out}; "
                                  "ask a box question (--options '') or drop --out")
             original = data.open_image(cfg.image)  # the same decoding as the model's input (16-bit, alpha)
             mask = sam2_mask(original, box, cfg.sam2) if cfg.sam2 else box_mask(original.size, box)

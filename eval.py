@@ -186,10 +186,26 @@ def read_results(path) -> dict:
     return res
 
 
+SETTING_KEYS = ("data", "split", "shots", "templates", "seed", "shuffle", "unanswered_rule", "questions")
+
+
+def compare_settings(named) -> str:
+    """Each result's setting and question count, and a warning naming what differs besides the model: a delta
+    between different questions or shots is not the model's doing."""
+    metas = [res.get("_meta", {}) for _, res in named]
+    lines = [f"{name}: {meta.get('questions', '?')} questions, {meta.get('shots', '?')}-shot, "
+             f"split {meta.get('split', '?')}, model {meta.get('model', '?')}" for (name, _), meta in zip(named, metas)]
+    differ = [k for k in SETTING_KEYS if len({json.dumps(m.get(k)) for m in metas}) > 1]
+    if differ:
+        lines.append(f"WARNING: these results differ in {', '.join(differ)}: the deltas below compare different "
+                     "settings, not only different models")
+    return "\n".join(lines)
+
+
 def compare(paths) -> str:
     """Tables 2, 3 and 5 for several results.json, rows named by their folders, Δ rows vs the first."""
     named = [(os.path.basename(os.path.dirname(os.path.abspath(path))), read_results(path)) for path in paths]
-    return "\n\n".join([
+    return "\n\n".join([compare_settings(named),
         "Subtasks (paper Table 2)\n\n" + table_subtasks(named, deltas=True),
         "Datasets, average of subtasks (paper Table 3)\n\n" + table_datasets(named, deltas=True),
         "Datasets, Anomaly Detection (paper Table 5)\n\n" + table_datasets(named, "Anomaly Detection", deltas=True)])
@@ -312,10 +328,13 @@ class Config:
     root: str | None = cli.option(None, "folder the json's image paths are relative to; default: the json's folder")
     split: str = cli.option("heldout", "heldout: only images grpo.py's few-shot draw left out; "
                             "all: the whole json (the paper's tables)", choices=["heldout", "all"])
-    shots: int = cli.option(1, "normal template images shown before the query (Table 2 is 1-shot)", choices=[0, 1, 2])
+    shots: int | None = cli.option(None, "normal template images shown before the query; default: the shots the "
+                                   "checkpoint was trained with (grpo.py's run settings), else 1 (Table 2 is 1-shot)",
+                                   choices=[0, 1, 2])
     templates: str = cli.option("similar", "MMAD's retrieved similar templates, or random ones (paper §4.4)",
                                 choices=["similar", "random"])
-    limit: int | None = cli.option(None, "answer only the first N questions")
+    limit: int | None = cli.option(None, "answer N questions drawn with --seed across every dataset, category and "
+                                   "subtask in turn (not the json's first N)")
     out: str | None = cli.option(None, "output folder; default runs/eval/<model name>_<shots>shot")
     batch_size: int = cli.option(8, "questions per generate call")
     max_new_tokens: int = cli.option(256, "completion length limit (the authors' setting)")
@@ -354,7 +373,41 @@ def load_questions(cfg: Config):
                              "pass --split all")
     if not cfg.grounding:
         samples = [s for s in samples if s.question_type != "Defect Grounding"]
-    return samples[:cfg.limit] if cfg.limit else samples, json_path
+    return spread_sample(samples, cfg.limit, cfg.seed) if cfg.limit else samples, json_path
+
+
+def spread_sample(samples, limit, seed):
+    """`limit` questions taken round-robin over (dataset, category, subtask) strata, each shuffled with `seed`, in
+    the json's order: the json's first N would often hold only one or two categories."""
+    rng = random.Random(seed)
+    strata = {}
+    for i, s in enumerate(samples):
+        strata.setdefault((s.dataset, s.category, s.question_type), []).append(i)
+    queues = [rng.sample(v, len(v)) for _, v in sorted(strata.items())]
+    rng.shuffle(queues)
+    chosen = []
+    for r in range(max(map(len, queues), default=0)):
+        chosen += [q[r] for q in queues if r < len(q)]
+    return [samples[i] for i in sorted(chosen[:limit])]
+
+
+def training_shots(model):
+    """The --shots the model was trained with: grpo.py's default for "tiny", a grpo.py checkpoint's saved run
+    settings (its own trainer_state.json, or the newest step-NNNNNN/ beside final/), or None when unknown."""
+    if model == "tiny":
+        import grpo
+        return grpo.TINY["shots"]
+    folder = os.path.normpath(model)
+    run = os.path.dirname(folder)
+    steps = sorted(d for d in os.listdir(run) if d.startswith("step-")) if os.path.isdir(run) else []
+    for state in [os.path.join(folder, "trainer_state.json")] + [os.path.join(run, d, "trainer_state.json")
+                                                                  for d in reversed(steps)]:
+        try:
+            with open(state) as f:
+                return int(json.load(f)["config"]["shots"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def _notes(records, errors, agree, unanswered) -> str:
@@ -441,6 +494,10 @@ def check_setting(out, setting):
 def evaluate(cfg: Config) -> dict:
     """Answer, score and write OUT/answers.jsonl, results.json, results.md; return results."""
     check_config(cfg)
+    if cfg.shots is None:  # score a trained model the way it was trained
+        trained = training_shots(cfg.model)
+        cfg = dataclasses.replace(cfg, shots=1 if trained is None else trained)
+        print(f"--shots {cfg.shots} ({'as trained' if trained is not None else 'MMAD Table 2'})", file=sys.stderr)
     name = "tiny" if cfg.model == "tiny" else os.path.basename(os.path.normpath(cfg.model))
     out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
     samples, json_path = load_questions(cfg)

@@ -306,3 +306,14 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, words):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("anomalyr1.py: error: ") and err.count("\n") == 1
     assert words.format(tmp=tmp_path) in err
+
+
+@pytest.mark.parametrize("reply, why", [
+    ("<think>x</think><answer>A</answer>", "holds no bounding box"),
+    ('<answer>{"bbox_2d": [40, 12, 40, 30]}</answer>', "has zero area"),      # what an untrained small model writes
+    ('<answer>{"bbox_2d": [40, 12, 10, 30]}</answer>', "x1 < x2 and y1 < y2"),
+    ('<answer>{"bbox_2d": [40, "a", 10]}</answer>', "is not four numbers"),
+])
+def test_why_no_box_names_the_reason(reply, why):
+    assert anomalyr1.parse_box(reply, (112, 112), (224, 224)) is None
+    assert why in anomalyr1.why_no_box(reply)

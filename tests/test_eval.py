@@ -312,8 +312,50 @@ def test_tiny_model_end_to_end_and_resume(tmp_path, capsys, request):
     assert ev.main(argv) == 0                    # nothing left: nothing asked twice
     assert lines(out / "answers.jsonl") == first
     assert json.loads((out / "results.json").read_text())["_meta"]["generated"] == 0
-    assert exit_code(argv[:-2] + ["--shots", "0", "--out", str(out)]) == 2   # other setting, same folder
+    assert exit_code(argv[:-2] + ["--shots", "1", "--out", str(out)]) == 2   # other setting, same folder
     assert "another setting (shots differ)" in capsys.readouterr().err
     assert ev.main(argv + ["--unanswered", "drop"]) == 0                   # only re-scores the same answers
     assert json.loads((out / "results.json").read_text())["_meta"]["unanswered_rule"] == "drop"
     assert "dropped from the denominator (--unanswered drop" in (out / "results.md").read_text()
+
+
+def test_limit_spreads_over_categories_and_subtasks_with_a_seed():
+    from data import Sample
+    samples = [Sample(image=f"ds/{cat}/test/x/{i}.png", root="/r", question="q", options={"A": "Yes.", "B": "No."},
+                      answer="A", question_type=kind, dataset="ds", category=cat)
+               for cat in ("bottle", "cable", "pill", "screw") for kind in ("Anomaly Detection", "Defect Localization")
+               for i in range(10)]
+    picked = ev.spread_sample(samples, 8, seed=0)
+    assert len(picked) == 8
+    assert {(s.category, s.question_type) for s in picked} == {(s.category, s.question_type) for s in samples}
+    assert [samples.index(s) for s in picked] == sorted(samples.index(s) for s in picked)  # the json's order
+    assert ev.spread_sample(samples, 8, seed=0) == picked
+    assert ev.spread_sample(samples, 8, seed=1) != picked              # the seed draws other questions
+    assert ev.spread_sample(samples, 1000, seed=0) == samples          # a limit above the count takes all
+
+
+def test_shots_default_to_the_checkpoints_training_shots(tmp_path):
+    run = tmp_path / "run"
+    for step, shots in (("step-000010", 0), ("step-000020", 2)):
+        (run / step).mkdir(parents=True)
+        (run / step / "trainer_state.json").write_text(json.dumps({"step": 1, "config": {"shots": shots}}))
+    (run / "final").mkdir()
+    assert ev.training_shots(str(run / "final")) == 2                 # the newest checkpoint beside final/
+    assert ev.training_shots(str(run / "step-000010")) == 0           # its own state first
+    assert ev.training_shots(str(tmp_path / "elsewhere")) is None      # not a grpo.py run: eval falls back to 1
+    import grpo
+    assert ev.training_shots("tiny") == grpo.TINY["shots"]
+
+
+def test_compare_warns_when_settings_differ(tmp_path):
+    def result(name, shots, questions):
+        path = tmp_path / name / "results.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"ds": {"Anomaly Detection": 50.0, "Average": 50.0},
+                                    "Average": {"Anomaly Detection": 50.0, "Average": 50.0},
+                                    "_meta": {"shots": shots, "questions": questions, "split": "heldout"}}))
+        return str(path)
+    same = ev.compare([result("a", 0, 160), result("b", 0, 160)])
+    assert "a: 160 questions, 0-shot" in same and "WARNING" not in same
+    other = ev.compare([result("c", 0, 160), result("d", 1, 50)])
+    assert "WARNING: these results differ in shots, questions" in other
