@@ -1,0 +1,135 @@
+"""plot.py — draw one or several GRPO runs' training curves into one PNG.
+
+    python plot.py runs/grpo                                   # -> runs/grpo/curves.png
+    python plot.py runs/roam runs/classical --out compare.png  # ROAM vs classical GRPO, one colour per run
+    python plot.py runs/grpo --smooth 5                        # moving average over 5 steps (raw points faint)
+
+Each RUN is a run folder holding metrics.jsonl (grpo.py writes one row per step) or the metrics.jsonl itself.
+Panels, each drawn only when some run logged it: the total reward and each of its parts (reward/accuracy,
+reward/roam, reward/format, ...; a run with other rewards has other parts), training accuracy, reasoning/answer
+consistency, KL to the reference model, the share of groups with no learning signal (all G rewards equal), and
+held-out accuracy (any key starting with "heldout", e.g. what --eval-every logs) against the step it was measured at.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+# (title, keys): a panel shows every key of the list that a run logged; reward parts are found at run time
+PANELS = [("reward (total)", ["reward"]),
+          ("training accuracy", ["accuracy"]),
+          ("reasoning/answer consistency", ["consistency"]),
+          ("KL to the reference", ["kl"]),
+          ("groups with no signal", ["zero_std_fraction"])]
+
+
+def read_metrics(run):
+    """The rows of a run's metrics.jsonl (a folder or the file), in step order; a half-written last line is
+    skipped, since a run still training may be appending it."""
+    path = os.path.join(run, "metrics.jsonl") if os.path.isdir(run) else run
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run}: no metrics.jsonl (pass a grpo.py run folder, e.g. runs/grpo)")
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    if not rows:
+        raise ValueError(f"{path} holds no metrics rows yet")
+    return sorted(rows, key=lambda r: r.get("step", 0))
+
+
+def series(rows, key):
+    """(steps, values) of the rows that hold a finite number under key."""
+    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def smooth(values, k):
+    """Trailing moving average over k points (k <= 1: unchanged), so a curve starts where the run starts."""
+    if k <= 1:
+        return list(values)
+    return [sum(values[max(0, i - k + 1):i + 1]) / (i + 1 - max(0, i - k + 1)) for i in range(len(values))]
+
+
+def panels(runs):
+    """[(title, [keys])] of the panels some run has data for: the fixed ones, one per reward part, held-out."""
+    keys = set().union(*(set(r) for rows in runs.values() for r in rows))
+    parts = sorted(k for k in keys if k.startswith("reward/"))
+    heldout = sorted(k for k in keys if k.startswith("heldout"))
+    chosen = [PANELS[0]] + [(f"reward part: {k.split('/', 1)[1]}", [k]) for k in parts] + PANELS[1:]
+    if heldout:
+        chosen.append(("held-out (during training)", heldout))
+    return [(title, ks) for title, ks in chosen if any(k in keys for k in ks)]
+
+
+def draw(runs, out, smooth_k=1, title=None):
+    """runs: {label: rows}. Writes one PNG with a grid of panels; returns the panel titles drawn."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display on a laptop shell or CI
+    import matplotlib.pyplot as plt
+    chosen = panels(runs)
+    cols = min(3, len(chosen))
+    rows_n = math.ceil(len(chosen) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.2 * rows_n), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (panel_title, keys) in zip(axes.flat, chosen):
+        for i, (label, rows) in enumerate(runs.items()):
+            for j, key in enumerate(keys):
+                steps, values = series(rows, key)
+                if not steps:
+                    continue
+                name = label if len(keys) == 1 else f"{label}: {key}"
+                style = ["-", "--", ":", "-."][j % 4]
+                colour = colours[i % len(colours)]
+                if smooth_k > 1:  # raw points faint behind the smoothed curve: the noise stays visible
+                    ax.plot(steps, values, style, color=colour, alpha=0.25, linewidth=0.8)
+                ax.plot(steps, smooth(values, smooth_k), style, color=colour, label=name,
+                        marker="o" if len(steps) < 12 else None, markersize=3)
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(runs) > 1 or len(keys) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(chosen):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return [t for t, _ in chosen]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Draw GRPO runs' metrics.jsonl curves into one PNG.")
+    parser.add_argument("runs", nargs="+", help="run folders (or their metrics.jsonl)")
+    parser.add_argument("--out", help="PNG to write (default: RUN/curves.png for one run, curves.png for several)")
+    parser.add_argument("--labels", help="comma-separated legend names, one per run (default: the folder names)")
+    parser.add_argument("--smooth", type=int, default=1, help="moving average over K steps (default 1: raw)")
+    parser.add_argument("--title")
+    args = parser.parse_args(argv)
+    try:
+        labels = args.labels.split(",") if args.labels else [os.path.basename(os.path.normpath(
+            os.path.dirname(r) if r.endswith(".jsonl") else r)) for r in args.runs]
+        if len(labels) != len(args.runs):
+            raise ValueError(f"--labels names {len(labels)} runs, but {len(args.runs)} were given")
+        if len(set(labels)) != len(labels):  # two runs/grpo folders from different places: keep both visible
+            labels = [f"{label} ({i + 1})" for i, label in enumerate(labels)]
+        runs = {label: read_metrics(run) for label, run in zip(labels, args.runs)}
+        out = args.out or (os.path.join(args.runs[0], "curves.png") if len(args.runs) == 1 and
+                           os.path.isdir(args.runs[0]) else "curves.png")
+        drawn = draw(runs, out, args.smooth, args.title)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {', '.join(drawn)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""plot.py: one PNG of a run's curves from its metrics.jsonl, panels only for what was logged."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import plot  # noqa: E402
+
+pytest.importorskip("matplotlib")
+
+
+def fake_run(folder, rewards=("accuracy", "roam"), heldout=True, steps=6):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
+        for step in range(1, steps + 1):
+            row = {"step": step, "reward": 0.1 * step, "accuracy": 0.3 + 0.05 * step, "consistency": 0.5,
+                   "kl": 0.01 * step, "zero_std_fraction": 0.2, **{f"reward/{r}": 0.05 * step for r in rewards}}
+            if heldout and step % 3 == 0:
+                row["heldout_accuracy"] = 30.0 + step
+            f.write(json.dumps(row) + "\n")
+        f.write('{"step": 7, "rew')  # a run still writing: a half line must not break the plot
+    return folder
+
+
+def test_one_run_writes_a_png_with_every_logged_panel(tmp_path, capsys):
+    run = fake_run(str(tmp_path / "grpo"))
+    assert plot.main([run, "--smooth", "3"]) == 0
+    png = os.path.join(run, "curves.png")
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    for panel in ["reward (total)", "reward part: accuracy", "reward part: roam", "consistency", "KL", "held-out"]:
+        assert panel in printed
+
+
+def test_several_runs_and_missing_parts(tmp_path):
+    roam_run = fake_run(str(tmp_path / "roam"))
+    classical = fake_run(str(tmp_path / "classical"), rewards=("accuracy", "format"), heldout=False)
+    out = str(tmp_path / "compare.png")
+    runs = {"roam": plot.read_metrics(roam_run), "classical": plot.read_metrics(classical)}
+    drawn = plot.draw(runs, out)
+    assert os.path.getsize(out) > 1000
+    assert {"reward part: roam", "reward part: format", "held-out (during training)"} <= set(drawn)
+    assert len(runs["roam"]) == 6  # the half-written line is skipped
+
+
+def test_smooth_is_a_trailing_mean():
+    assert plot.smooth([0, 2, 4, 6], 2) == [0, 1, 3, 5]
+    assert plot.smooth([1, 2], 1) == [1, 2]
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert plot.main([str(tmp_path / "nothing")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+    run = fake_run(str(tmp_path / "a"))
+    assert plot.main([run, "--labels", "x,y"]) == 2
