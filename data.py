@@ -246,11 +246,8 @@ def _turn_problem(turn) -> str | None:
     return None
 
 
-def load_mmad(json_path, root) -> list[Sample]:
-    """One Sample per conversation turn; raises ONE ValueError listing every problem before any training.
-
-    Every field is type-checked here (so nothing fails mid-run), then every image, template and mask file is
-    checked to exist inside `root` and to decode."""
+def _read_questions_json(json_path, root) -> dict:
+    """The json's records as a non-empty dict, or one error naming the file (or the root) and the fix."""
     fname = os.path.basename(json_path)
     if os.path.isdir(json_path):
         raise ValueError(f"{json_path}: is a folder; pass the questions json inside it (e.g. mmad.json)")
@@ -275,6 +272,16 @@ def load_mmad(json_path, root) -> list[Sample]:
                          f"got {type(records).__name__}")
     if not records:
         raise ValueError(f"{json_path}: holds no questions (an empty object); build some with `python data.py build`")
+    return records
+
+
+def load_mmad(json_path, root) -> list[Sample]:
+    """One Sample per conversation turn; raises ONE ValueError listing every problem before any training.
+
+    Every field is type-checked here (so nothing fails mid-run), then every image, template and mask file is
+    checked to exist inside `root` and to decode."""
+    fname = os.path.basename(json_path)
+    records = _read_questions_json(json_path, root)
     root = os.path.abspath(root)
     errors, samples, images, masks = [], [], set(), set()
     for key, rec in records.items():
