@@ -190,7 +190,11 @@ def open_run(out, resume, device):
         if error is not None:
             raise error
         raise SystemExit(2)
-    checkpoint, damaged = check_new_or_resumed(out, resume, say=note)
+    try:
+        checkpoint, damaged = check_new_or_resumed(out, resume, say=note)
+    except ValueError:
+        release()  # a refused run leaves no lock file behind (in another run's folder, say)
+        raise
     dist.barrier()  # every rank has chosen before rank 0 deletes
     if rank == 0:
         for folder in damaged:
