@@ -4,9 +4,11 @@
     OUT/step-NNNNNN/         a Hugging Face folder (safetensors weights, config, processor) + optimizer.safetensors
                              + trainer_state.json: everything --resume needs
     OUT/final/               the last step's Hugging Face folder alone, to load with transformers or eval.py
+    OUT/run.lock             locked by rank 0 while a run writes here (see lock)
 
-A folder appears only by an atomic rename of a finished .tmp-* folder, so a run killed mid-save always leaves its
-last good checkpoint. Only safetensors are written (never pickle), the optimizer included.
+A folder appears only by an atomic rename of a finished, fsynced .tmp-* folder, so a run killed mid-save always
+leaves its last good checkpoint; one damaged anyway is passed over for the previous one (newest_checkpoint). Only
+safetensors are written (never pickle), the optimizer included.
 
 A run is also replayable: its data order and sampling seeds are functions of (seed, step, rank) alone, so --resume
 replays exactly what the uninterrupted run would have done, with no RNG state saved.
@@ -158,8 +160,10 @@ def lock(out):
         raise ValueError(f"--out {out}: cannot write there ({e.strerror or e}); pass a folder you can write") from None
     _held.update(path=path, fd=fd)
     for name in os.listdir(out):  # what a crash left half-written (we are the only writer now)
-        if name.startswith(".tmp-") or name == "metrics.jsonl.tmp":
-            remove(os.path.join(out, name))
+        if name.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+        elif name == "metrics.jsonl.tmp":
+            os.remove(os.path.join(out, name))
 
 
 def release():
@@ -192,7 +196,7 @@ def open_run(out, resume, device):
         raise SystemExit(2)
     try:
         checkpoint, damaged = check_new_or_resumed(out, resume, say=note)
-    except ValueError:
+    except BaseException:
         release()  # a refused run leaves no lock file behind (in another run's folder, say)
         raise
     dist.barrier()  # every rank has chosen before rank 0 deletes
@@ -245,10 +249,10 @@ _STARTUP_THREADS = torch.get_num_threads()  # torch's default here, unless the u
 def set_threads():
     """One torch thread per process, unless the user chose: OMP_NUM_THREADS set, or torch.set_num_threads called.
     torch takes a thread per core by default, and its threads spin-wait on each other: next to any other busy
-    process (a second rank, another job, a browser) a step stalls. The tiny model's matrices are too small for a
-    second thread to pay: `python grpo.py --steps 5` (4 completions of ~30 tokens per step) on 2 cores took 2.1-2.9
-    s/step with 1 thread and 18-36 s with 2 while another process burnt one core; idle, 1 thread lost little (see
-    README). On a GPU the threads only feed the GPU."""
+    process (a second rank, another job) a step stalls. The tiny model's matrices are too small for a second thread
+    to pay: `python grpo.py --steps 5` (4 completions of ~30 tokens a step) on 2 cores took 1.8-2.9 s/step with 1
+    thread and 5-36 s with 2 while another process burnt one core; without it, 0.6-1.0 s with 1 thread, 0.4-10 s
+    with 2 (README). On a GPU the threads only feed it."""
     if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() == _STARTUP_THREADS:
         torch.set_num_threads(1)
 

@@ -833,7 +833,7 @@ def plan_image_size_negative(tmp, w):
     return Case(plan.main, ["--model", "tiny-config", "--image-size", -1, 800], "--image-size")
 
 
-# ----------------------------------------------------------------------------------------- grpo.py flags and run folders
+# ----------------------------------------------------------------------------------------- grpo.py flags, run folders
 SMALL_RUN = ["--prompts-per-step", 2, "--group-size", 2, "--max-completion", 8]
 
 
