@@ -199,18 +199,22 @@ def resolve(cfg):
     cfg.dtype = cfg.dtype or ("bf16" if torch.cuda.is_available() else "fp32")
     known = sorted(roam.REWARDS) + ["rare"]
     unknown = [n for n in reward_names(cfg) if n not in known]
+    flag = lambda name: f"--{name.replace('_', '-')} {getattr(cfg, name)}"  # noqa: E731 as the user typed it
+    at_least = {2: ["group_size"], 1: ["prompts_per_step", "steps", "max_completion", "inner_steps", "keep",  # G:
+                "save_every", "n_images", "logprob_batch"], 0: ["shots", "warmup_steps", "seed"]}  # Â is a z-score
     checks = [
         (not unknown, f"--rewards: unknown reward {', '.join(map(repr, unknown))}; choose from {', '.join(known)}"),
         (cfg.norm in ("seq", "token"), f"--norm must be 'seq' or 'token', got {cfg.norm!r}"),
         (cfg.templates in ("similar", "random"), f"--templates must be 'similar' or 'random', got {cfg.templates!r}"),
         (cfg.dtype in ("bf16", "fp32"), f"--dtype must be 'bf16' or 'fp32', got {cfg.dtype!r}"),
-        (cfg.group_size >= 2, "--group-size must be >= 2: the advantage is a z-score within the group"),
-        (min(cfg.prompts_per_step, cfg.steps, cfg.max_completion, cfg.inner_steps, cfg.keep, cfg.save_every,
-             cfg.logprob_batch or 1) >= 1,
-         "--prompts-per-step, --steps, --max-completion, --inner-steps, --keep, --save-every, --logprob-batch: >= 1"),
-        (cfg.shots >= 0 and cfg.warmup_steps >= 0 and cfg.lr > 0, "--shots, --warmup-steps must be >= 0, --lr > 0"),
-        (cfg.data is None or os.path.isfile(cfg.data),
-         f"--data {cfg.data}: no such file (an MMAD-schema json such as mmad.json)"),
+        *[(getattr(cfg, name) is None or getattr(cfg, name) >= low, f"{flag(name)}: must be >= {low}")
+          for low, names in at_least.items() for name in names],
+        (0 < cfg.lr < math.inf, f"{flag('lr')}: must be a number > 0, e.g. 1e-6"),  # nan and inf fail too
+        (0 <= cfg.beta < math.inf, f"{flag('beta')}: must be >= 0 (0: no KL term)"),
+        (0 < cfg.clip_eps < 1, f"{flag('clip_eps')}: must be in (0, 1), e.g. 0.2: ρ is clipped to [1-ε, 1+ε]"),
+        (cfg.max_grad_norm > 0, f"{flag('max_grad_norm')}: must be > 0 (inf: no clipping)"),
+        (0 < cfg.temperature < math.inf, f"{flag('temperature')}: must be > 0, e.g. 1.0 (a group needs G samples)"),
+        (cfg.data is None or os.path.isfile(cfg.data), f"--data {cfg.data}: no such file (an MMAD-schema json)"),
     ]
     for ok, message in checks:
         if not ok:
@@ -410,17 +414,16 @@ def train(cfg):
     with cli.user_errors("grpo.py"):
         cfg = resolve(cfg)
         rank, world, device = runs.setup_distributed()
-        checkpoint, train_set = prepare_run(cfg, world)
+        checkpoint, train_set = prepare_run(cfg, world, device)
         policy, ref, processor = build_models(cfg, device, weights=checkpoint)
     optimizer = adamw(policy, cfg)
     start, rows = runs.restore(policy, optimizer, checkpoint, cfg.out)
     # LR-IAD's class weights: label counts of the prompts seen so far (replayed on resume)
     class_counts = collections.Counter(s.label for step in range(1, start)
                                        for s in runs.step_prompts(train_set, cfg, step))
-    if start > cfg.steps:
+    if start > cfg.steps:  # nothing to train; final/ written if a kill during the last save kept it from appearing
         if rank == 0:
-            print(f"grpo: {cfg.resume} is already at step {start - 1} of --steps {cfg.steps}; nothing to do "
-                  "(raise --steps to train further)", file=sys.stderr)
+            runs.finish(checkpoint, cfg.out, cfg.steps)  # and gives up the run folder's lock
         return rows
     if rank == 0:
         print(f"grpo: {len(train_set)} questions on {len({s.image for s in train_set})} images, {world} rank(s) on "
@@ -452,25 +455,22 @@ def train(cfg):
                 if rank == 0:
                     print(f"\nstopped at step {step}; resume with --resume {cfg.out}", file=sys.stderr)
                 break
+    runs.release()  # the run folder's lock
     return rows
 
 
-def prepare_run(cfg, world):
+def prepare_run(cfg, world, device):
     """(checkpoint to resume from or None, training questions), after the checks a user's mistake can fail."""
     if cfg.prompts_per_step % world:
         raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} must be a multiple of the {world} ranks: "
                          "each rank owns whole groups")
-    checkpoint = runs.check_new_or_resumed(cfg.out, cfg.resume)
-    # first use builds the tiny model and the synthetic set: once per machine, on all its cores, while the
-    # other ranks wait
+    checkpoint = runs.open_run(cfg.out, cfg.resume, device)  # rank 0 holds the run folder's lock from here on
+    # first use builds the tiny model and the synthetic set: once per machine, while the other ranks wait
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(os.cpu_count() or 1)
         if cfg.model == "tiny":
             tiny.build_tiny()
         if cfg.data is None:
             synth.ensure_synthetic()
-        torch.set_num_threads(threads)
     dist.barrier()
     return checkpoint, load_data(cfg)
 

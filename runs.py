@@ -4,15 +4,19 @@
     OUT/step-NNNNNN/         a Hugging Face folder (safetensors weights, config, processor) + optimizer.safetensors
                              + trainer_state.json: everything --resume needs
     OUT/final/               the last step's Hugging Face folder alone, to load with transformers or eval.py
+    OUT/run.lock             locked by rank 0 while a run writes here (see lock)
 
-A folder appears only by an atomic rename of a finished .tmp-* folder, so a run killed mid-save always leaves its
-last good checkpoint. Only safetensors are written (never pickle), the optimizer included.
+A folder appears only by an atomic rename of a finished, fsynced .tmp-* folder, so a run killed mid-save always
+leaves its last good checkpoint; one damaged anyway is passed over for the previous one (newest_checkpoint). Only
+safetensors are written (never pickle), the optimizer included.
 
 A run is also replayable: its data order and sampling seeds are functions of (seed, step, rank) alone, so --resume
 replays exactly what the uninterrupted run would have done, with no RNG state saved.
 """
+import atexit
 import collections
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -20,16 +24,18 @@ import random
 import resource
 import shutil
 import signal
+import sys
 import threading
 
 import torch
 import torch.distributed as dist
 
 STATE = "trainer_state.json"
+LOCK = "run.lock"
 
 
 def checkpoints(out):
-    """Complete step-NNNNNN folders in `out`, oldest first (a folder appears only by an atomic rename)."""
+    """step-NNNNNN folders in `out` (complete or damaged: see checkpoint_problem), oldest first."""
     if not os.path.isdir(out):
         return []
     names = [d for d in os.listdir(out) if d.startswith("step-") and d[5:].isdigit()
@@ -37,27 +43,184 @@ def checkpoints(out):
     return [os.path.join(out, d) for d in sorted(names)]
 
 
+def checkpoint_problem(folder):
+    """Why a checkpoint folder cannot be resumed from (a torn trainer_state.json, a short or empty safetensors file:
+    what a disk that lost unsynced writes leaves), or None. Reads headers only."""
+    from anomalyr1 import _safetensors_problem  # the header check check_model_folder makes of a model's weights
+    path = os.path.join(folder, STATE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError, RecursionError) as e:
+        return f"{path}: not readable ({e})"
+    if not (isinstance(state, dict) and type(state.get("step")) is int and isinstance(state.get("config"), dict)):
+        return f"{path}: not a trainer state (an object with an integer step and a config)"
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            json.load(f)
+        index = os.path.join(folder, "model.safetensors.index.json")
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        else:
+            shards = ["model.safetensors"]
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
+        return f"{folder}: config.json or its weights index not readable ({e})"
+    for name in ["optimizer.safetensors", *shards]:
+        if why := _safetensors_problem(os.path.join(folder, str(name))):
+            return f"{folder}/{name} {why}"
+    return None
+
+
+def newest_checkpoint(folder):
+    """(the newest checkpoint --resume can use, [(newer damaged checkpoint, why), ...]). Raises naming the folder
+    (or the damaged file) and the fix when there is none."""
+    damaged = []
+    for checkpoint in reversed(checkpoints(folder)):
+        why = checkpoint_problem(checkpoint)
+        if why is None:
+            return checkpoint, damaged
+        damaged.append((checkpoint, why))
+    if damaged:
+        raise ValueError(f"--resume {folder}: its only checkpoint(s) are damaged, {damaged[0][1]}; restore the file "
+                         "from a backup, or start over with a new --out")
+    if os.path.isfile(os.path.join(folder, "metrics.jsonl")):
+        raise ValueError(f"--resume {folder}: no checkpoint there yet (the run stopped before its first save); start "
+                         "it over: run the command that started it again, without --resume")
+    raise FileNotFoundError(f"--resume {folder}: no checkpoint there (a step-NNNNNN/ folder with {STATE}); "
+                            "pass the --out folder of an earlier run")
+
+
 def find_checkpoint(folder):
-    found = checkpoints(folder)
-    if not found:
-        raise FileNotFoundError(f"--resume {folder}: no checkpoint there (a step-NNNNNN/ folder with {STATE}); "
-                                "pass the --out folder of an earlier run")
-    return found[-1]
+    return newest_checkpoint(folder)[0]
 
 
 def saved_config(folder):
-    """The config dict the run in `folder` was started with (its newest checkpoint's)."""
+    """The config dict the run in `folder` was started with (its newest usable checkpoint's)."""
     with open(os.path.join(find_checkpoint(folder), STATE)) as f:
         return json.load(f)["config"]
 
 
-def check_new_or_resumed(out, resume):
-    """The checkpoint to resume from (None for a new run). A new run never writes into an old run's folder."""
+def holds_a_run(out):
+    return bool(checkpoints(out)) or os.path.isdir(os.path.join(out, "final"))
+
+
+def check_new_or_resumed(out, resume, say=print):
+    """(the checkpoint to resume from or None for a new run, damaged newer checkpoints of `out` to delete). A new
+    run never writes into another run's folder; a folder with no checkpoint yet (a run that crashed before its first
+    save: metrics.jsonl, .tmp-* folders) holds nothing to lose and is started over."""
     if resume:
-        return find_checkpoint(resume)
-    if checkpoints(out) or os.path.isfile(os.path.join(out, "metrics.jsonl")):
+        checkpoint, damaged = newest_checkpoint(resume)
+        for folder, why in damaged:
+            say(f"{folder} is damaged ({why}); resuming from {checkpoint} instead")
+        same = os.path.realpath(out) == os.path.realpath(resume)
+        if not same and holds_a_run(out):
+            raise ValueError(f"--out {out} already holds another run: pass a new --out to continue {resume} into, "
+                             f"or --resume {out} to continue that one")
+        return checkpoint, [folder for folder, _ in damaged] if same else []
+    if holds_a_run(out):
         raise ValueError(f"{out} already holds a run: continue it with --resume {out}, or pass a new --out")
-    return None
+    if os.path.isfile(os.path.join(out, "metrics.jsonl")):
+        say(f"{out} holds metrics.jsonl but no checkpoint (a run that stopped before its first save): starting over")
+    return None, []
+
+
+# ----------------------------------------------------------------------------- the lock on a run folder
+# Rank 0 holds an fcntl.flock on OUT/run.lock for the whole run, so a second writer (a second --resume, orphaned
+# torchrun workers still training) is refused rather than interleaved into the same metrics.jsonl. The OS drops the
+# lock when its process dies (kill -9 included): a crash leaves at most an unlocked file, which the next run takes.
+
+_held = {}  # this process's lock: {"path", "fd"}
+
+
+def lock(out):
+    """Take OUT/run.lock, creating OUT; ValueError naming --out (and the PID holding it) when it cannot be taken."""
+    release()  # one run per process at a time: a run started in-process after another ended takes the lock anew
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out}: is a file; pass a folder for the run")
+    path = os.path.join(out, LOCK)
+    try:
+        os.makedirs(out, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise ValueError(f"--out {out} is in use by another run (pid {holder} holds {path}): wait for it to "
+                                 f"end, or stop it (kill {holder}), or pass another --out") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write there ({e.strerror or e}); pass a folder you can write") from None
+    _held.update(path=path, fd=fd)
+    for name in os.listdir(out):  # what a crash left half-written (we are the only writer now)
+        if name.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+        elif name == "metrics.jsonl.tmp":
+            os.remove(os.path.join(out, name))
+
+
+def release():
+    """Give up this process's lock, removing its file (kept only by a crash, and then unlocked)."""
+    if _held:
+        with contextlib.suppress(OSError):
+            if os.stat(_held["path"]).st_ino == os.fstat(_held["fd"]).st_ino:
+                os.remove(_held["path"])
+        os.close(_held.pop("fd"))
+        _held.clear()
+
+
+atexit.register(release)
+
+
+def open_run(out, resume, device):
+    """The checkpoint to resume from (None: a new run) once this process group owns `out`: rank 0 locks it, and
+    every rank stops if that failed (rank 0 says why). Damaged checkpoints newer than the one resumed from are
+    deleted (their steps are redone)."""
+    rank = dist.get_rank()
+    error = None
+    if rank == 0:
+        try:
+            lock(out)
+        except ValueError as e:
+            error = e
+    if all_reduce({"failed": error is not None}, device)["failed"]:
+        if error is not None:
+            raise error
+        raise SystemExit(2)
+    try:
+        checkpoint, damaged = check_new_or_resumed(out, resume, say=note)
+    except BaseException:
+        release()  # a refused run leaves no lock file behind (in another run's folder, say)
+        raise
+    dist.barrier()  # every rank has chosen before rank 0 deletes
+    if rank == 0:
+        for folder in damaged:
+            remove(folder)
+    return checkpoint
+
+
+def note(text):
+    """A line for the user, from rank 0 only."""
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"grpo: {text}", file=sys.stderr)
+
+
+def remove(path):
+    """Delete a file or folder; a folder disappears at once (renamed away, then deleted)."""
+    if os.path.isdir(path):
+        gone = os.path.join(os.path.dirname(path), f".tmp-gone-{os.path.basename(path)}")
+        shutil.rmtree(gone, ignore_errors=True)
+        os.replace(path, gone)
+        shutil.rmtree(gone, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
 
 
 # ----------------------------------------------------------------------------- processes
@@ -65,11 +228,9 @@ def check_new_or_resumed(out, resume):
 def setup_distributed():
     """(rank, world, device). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; `python grpo.py` joins a one-rank group of
     its own, so one process and N processes run the same FSDP2 code."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    # torch takes every core by default; N processes on one machine then oversubscribe them (measured: 10x slower),
-    # and on a shared machine even one process does (37-50 s/step instead of 1-1.5 with one busy core)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, (os.cpu_count() or 1) // local_world))
+    rank, world, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), \
+        int(os.environ.get("LOCAL_RANK", 0))
+    set_threads()
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -80,6 +241,20 @@ def setup_distributed():
         else:  # an in-process store: nothing to rendezvous with, no port to find
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return rank, world, device
+
+
+_STARTUP_THREADS = torch.get_num_threads()  # torch's default here, unless the user set it before importing us
+
+
+def set_threads():
+    """One torch thread per process, unless the user chose: OMP_NUM_THREADS set, or torch.set_num_threads called.
+    torch takes a thread per core by default, and its threads spin-wait on each other: next to any other busy
+    process (a second rank, another job) a step stalls. The tiny model's matrices are too small for a second thread
+    to pay: `python grpo.py --steps 5` (4 completions of ~30 tokens a step) on 2 cores took 1.8-2.9 s/step with 1
+    thread and 5-36 s with 2 while another process burnt one core; without it, 0.6-1.0 s with 1 thread, 0.4-10 s
+    with 2 (README). On a GPU the threads only feed it."""
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() == _STARTUP_THREADS:
+        torch.set_num_threads(1)
 
 
 def all_reduce(values, device, op="sum"):
@@ -135,14 +310,27 @@ def peak_memory_gib(device):
 
 # ----------------------------------------------------------------------------- metrics.jsonl
 
-def read_metrics(out, up_to_step):
-    """The metric rows of steps <= up_to_step (lines written after the checkpoint are dropped on resume)."""
+def read_metrics(out, up_to_step, say=lambda text: None):
+    """The metric rows of steps <= up_to_step (lines written after the checkpoint are dropped on resume). A line that
+    is not a whole row (a crash or a full disk tore it) is dropped, saying so: its step is redone if it came after
+    the checkpoint."""
     path = os.path.join(out, "metrics.jsonl")
     if not os.path.isfile(path):
         return []
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if r["step"] <= up_to_step]
+    rows, torn = [], []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except (ValueError, RecursionError):
+                row = {}
+            if row is not None and not (isinstance(row, dict) and type(row.get("step")) is int):
+                torn.append(number)
+            elif row is not None and row["step"] <= up_to_step:
+                rows.append(row)
+    if torn:
+        say(f"{path}: dropped {len(torn)} torn line(s) ({', '.join(map(str, torn[:5]))}), e.g. from a crash mid-write")
+    return rows
 
 
 def write_metrics(out, rows):
@@ -180,7 +368,12 @@ def load_optimizer(path):
 
 
 def publish(tmp, folder):
-    """Rename a finished folder into place (atomic); a folder already there is replaced."""
+    """Rename a finished folder into place (atomic); a folder already there is replaced. Its files are synced to
+    disk first: after a power loss a published checkpoint is whole, not a folder of empty files."""
+    for parent, _, names in os.walk(tmp):
+        for name in names:
+            with open(os.path.join(parent, name), "rb") as f:
+                os.fsync(f.fileno())
     if os.path.exists(folder):
         old = f"{folder}.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -189,6 +382,11 @@ def publish(tmp, folder):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, folder)
+    parent = os.open(os.path.dirname(os.path.abspath(folder)), os.O_RDONLY)
+    try:
+        os.fsync(parent)  # the rename itself
+    finally:
+        os.close(parent)
 
 
 def fix_architectures(folder):
@@ -213,6 +411,8 @@ def save(policy, processor, optimizer, out, step, config, keep, final=False):
     osd = get_optimizer_state_dict(policy, optimizer, options=options)
     if dist.get_rank() != 0:
         return
+    if final:  # a final/ of an earlier, shorter --steps goes before anything newer appears: a kill from here on
+        remove(os.path.join(out, "final"))  # leaves final/ missing (--resume writes it), never stale
     name = f"step-{step:06d}"
     folder, tmp = os.path.join(out, name), os.path.join(out, f".tmp-{name}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -229,15 +429,21 @@ def save(policy, processor, optimizer, out, step, config, keep, final=False):
     for old in checkpoints(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     if final:
-        tmp = os.path.join(out, ".tmp-final")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns("optimizer.safetensors", STATE))
-        publish(tmp, os.path.join(out, "final"))
+        write_final(folder, out)
+
+
+def write_final(checkpoint, out):
+    """OUT/final/: the checkpoint's Hugging Face folder without what only --resume needs."""
+    tmp = os.path.join(out, ".tmp-final")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("optimizer.safetensors", STATE))
+    publish(tmp, os.path.join(out, "final"))
 
 
 def restore(policy, optimizer, checkpoint, out):
     """(first step to run, metric rows so far), after loading AdamW's state from `checkpoint` (the weights came
-    with the model); (1, []) for a new run. Rank 0 rewrites metrics.jsonl to the checkpoint's steps."""
+    with the model); (1, []) for a new run. Rank 0 rewrites metrics.jsonl to the checkpoint's steps (read from the
+    checkpoint's run folder: with --out elsewhere the new folder starts with the old run's rows)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     start, rows = 1, []
     if checkpoint:
@@ -245,8 +451,21 @@ def restore(policy, optimizer, checkpoint, out):
                                  options=StateDictOptions(full_state_dict=True))
         with open(os.path.join(checkpoint, STATE)) as f:
             start = json.load(f)["step"] + 1
-        rows = read_metrics(out, start - 1)
+        rows = read_metrics(os.path.dirname(checkpoint), start - 1, say=note)
     if dist.get_rank() == 0:
         write_metrics(out, rows)
     return start, rows
 
+
+def finish(checkpoint, out, steps):
+    """Rank 0, when --resume finds nothing left to train: write final/ if a kill during the last save kept it from
+    appearing (the newest checkpoint is the last step's); the run is over, its lock given up."""
+    with open(os.path.join(checkpoint, STATE)) as f:
+        step = json.load(f)["step"]
+    if os.path.isdir(os.path.join(out, "final")):
+        note(f"{out} is already at step {step} of --steps {steps}; nothing to do (raise --steps to train further)")
+    else:
+        write_final(checkpoint, out)
+        note(f"{out} was at step {step} of --steps {steps} without final/ (stopped while saving it): wrote "
+             f"{os.path.join(out, 'final')} from {checkpoint}")
+    release()

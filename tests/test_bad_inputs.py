@@ -833,6 +833,120 @@ def plan_image_size_negative(tmp, w):
     return Case(plan.main, ["--model", "tiny-config", "--image-size", -1, 800], "--image-size")
 
 
+# ----------------------------------------------------------------------------------------- grpo.py flags, run folders
+SMALL_RUN = ["--prompts-per-step", 2, "--group-size", 2, "--max-completion", 8]
+
+
+def grpo_flag_case(tmp, w, flag, value, good=None):
+    """grpo.py with one flag wrong: refused before any model loads, naming the flag and the value given; `good`
+    given, the corrected command trains a step."""
+    import grpo
+    argv = grpo_argv(w, w.json, tmp) + SMALL_RUN
+    return Case(grpo.main, argv + [flag, value], f"{flag} {value}", (lambda: argv + [flag, good]) if good else None)
+
+
+@case
+def grpo_lr_inf(tmp, w):
+    """Was accepted: every final weight NaN, and `skipped: 0`."""
+    return grpo_flag_case(tmp, w, "--lr", "inf")
+
+
+@case
+def grpo_lr_nan(tmp, w):
+    return grpo_flag_case(tmp, w, "--lr", "nan")
+
+
+@case
+def grpo_lr_zero(tmp, w):
+    return grpo_flag_case(tmp, w, "--lr", 0)
+
+
+@case
+def grpo_beta_negative(tmp, w):
+    return grpo_flag_case(tmp, w, "--beta", -1)
+
+
+@case
+def grpo_clip_eps_negative(tmp, w):
+    return grpo_flag_case(tmp, w, "--clip-eps", -0.5)
+
+
+@case
+def grpo_clip_eps_one(tmp, w):
+    """1 - ε <= 0: the lower clip no ratio can reach."""
+    return grpo_flag_case(tmp, w, "--clip-eps", 1)
+
+
+@case
+def grpo_max_grad_norm_negative(tmp, w):
+    return grpo_flag_case(tmp, w, "--max-grad-norm", -1)
+
+
+@case
+def grpo_logprob_batch_zero(tmp, w):
+    """Was read as "not given" (G)."""
+    return grpo_flag_case(tmp, w, "--logprob-batch", 0)
+
+
+@case
+def grpo_temperature_zero(tmp, w):
+    """Was a transformers ValueError mid-run; greedy decoding would give G identical completions anyway."""
+    return grpo_flag_case(tmp, w, "--temperature", 0, good="0.7")
+
+
+@case
+def grpo_seed_negative(tmp, w):
+    """Was numpy's "expected non-negative integer", naming no flag."""
+    return grpo_flag_case(tmp, w, "--seed", -1)
+
+
+@case
+def grpo_n_images_zero(tmp, w):
+    """Was "no training questions", blaming the json."""
+    return grpo_flag_case(tmp, w, "--n-images", 0)
+
+
+@case
+def grpo_out_is_file(tmp, w):
+    """Was refused only after the model loaded."""
+    import grpo
+    (tmp / "run").write_text("not a folder")
+    argv = grpo_argv(w, w.json, tmp) + SMALL_RUN
+    return Case(grpo.main, argv, f"--out {tmp / 'run'}: is a file", lambda: (os.remove(tmp / "run"), argv)[1])
+
+
+@case
+def grpo_out_under_a_file(tmp, w):
+    import grpo
+    (tmp / "afile").write_text("x")
+    return Case(grpo.main, ["--data", w.json, "--root", w.root, "--out", tmp / "afile" / "run"], "afile/run")
+
+
+@case
+def grpo_plan_gpus_zero(tmp, w):
+    """Was a ZeroDivisionError traceback."""
+    import grpo
+    return Case(grpo.main, ["--plan", "--gpus", 0], "--gpus 0", lambda: ["--plan", "--gpus", 1])
+
+
+@case
+def grpo_resume_torn_trainer_state(tmp, w):
+    """Was "error: Expecting value: line 2 column 1", naming no file."""
+    import grpo
+    os.makedirs(tmp / "run" / "step-000001")
+    (tmp / "run" / "step-000001" / "trainer_state.json").write_text('{"step": 1,\n')
+    return Case(grpo.main, ["--resume", tmp / "run"], "step-000001/trainer_state.json")
+
+
+@case
+def grpo_resume_before_the_first_save(tmp, w):
+    """A run that crashed before its first checkpoint: nothing to resume, and the line says to start it over."""
+    import grpo
+    os.makedirs(tmp / "run")
+    (tmp / "run" / "metrics.jsonl").write_text('{"step": 1}\n')
+    return Case(grpo.main, ["--resume", tmp / "run"], "without --resume")
+
+
 # ----------------------------------------------------------------------------------------- the harness
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_one_line(name, world, tmp_path, capsys):

@@ -207,3 +207,22 @@ def test_user_errors_exit_2_with_one_line(argv, words, capsys, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("grpo.py: error: ") and words in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("env, preset, expected", [
+    ({}, None, 1),                        # torch's default (a thread per core) -> one thread per process
+    ({"OMP_NUM_THREADS": "2"}, None, 2),  # the user's OMP_NUM_THREADS is kept
+    ({}, "other", "other"),               # so is a torch.set_num_threads made before
+])
+def test_threads_one_per_process_unless_the_user_chose(env, preset, expected, monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    other = runs._STARTUP_THREADS + 1  # anything but torch's default
+    try:
+        torch.set_num_threads(other if preset else int(env.get("OMP_NUM_THREADS", 0)) or runs._STARTUP_THREADS)
+        runs.set_threads()
+        assert torch.get_num_threads() == (other if expected == "other" else expected)
+    finally:
+        torch.set_num_threads(before)
