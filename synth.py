@@ -113,7 +113,7 @@ def _bottle_top(rng, defect):
     img = np.full((S, S, 3), 25, np.float32) + _noise(rng, 8, 4)[..., None]
     cx, cy, R = S / 2 + rng.uniform(-6, 6), S / 2 + rng.uniform(-6, 6), 92 + rng.uniform(-4, 4)
     dist = np.hypot(XX - cx, YY - cy)
-    top, rim = dist < R, (dist >= 0.78 * R) & (dist < R)
+    top = dist < R
     tone = 200 + rng.uniform(-12, 12) - 25 * (dist / R) ** 2 + _noise(rng, 8, 3)     # seen from above: radial shading
     img[top] = np.stack([tone, tone, tone + 5], -1)[top]
     _paint(img, (dist >= 0.70 * R) & (dist < 0.78 * R), (115, 115, 120))               # groove between rim and cap
