@@ -15,6 +15,7 @@ Prompt (paper §3.4 + MMAD's protocol):
              letter answer in <answer> </answer> tags."
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -161,14 +162,37 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
     cache.batch_repeat_interleave(group)                                            # [B·G] rows of [P-1] tokens
     model.model.rope_deltas = model.model.rope_deltas.repeat_interleave(group, 0)   # [B·G, 1]
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
-    out = model.generate(
-        **{k: batch[k].repeat_interleave(group, 0) for k in TOKEN_KEYS},           # [B·G, P] each
-        past_key_values=cache,
-        max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
-        eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,
-        return_dict_in_generate=True, **sampling)
+    with fsdp_layer_hooks_paused(model):
+        out = model.generate(
+            **{k: batch[k].repeat_interleave(group, 0) for k in TOKEN_KEYS},       # [B·G, P] each
+            past_key_values=cache,
+            max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
+            eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,
+            return_dict_in_generate=True, **sampling)
     completion_ids = out.sequences[:, batch["input_ids"].shape[1]:]                  # [B·G, T]
     return completion_ids, decode(processor, completion_ids)
+
+
+@contextlib.contextmanager
+def fsdp_layer_hooks_paused(model):
+    """Decoding skips FSDP2's forward hooks on decoder layers already gathered (plain-tensor parameters, not DTensors:
+    grpo.rollout keeps them so). They would do nothing but cost Python time per layer per token: 7% of a bench step
+    on the tiny model, 0.615 -> 0.572 CPU s interleaved. The layers' inputs are already in the compute dtype, so no
+    cast is lost. Private handles (no FSDP2 API): if torch renames them, the hooks stay (slower, same tokens)."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+    saved = [(m, m._forward_pre_hooks.copy(), m._forward_hooks.copy()) for m in model.model.language_model.layers
+             if isinstance(m, FSDPModule) and not any(isinstance(p, DTensor) for p in m.parameters())]
+    for m, _, _ in saved:  # both or neither: a post-forward hook alone would reshard the layer
+        pre, post = (getattr(m._get_fsdp_state(), f"_{x}_forward_hook_handle", None) for x in ("pre", "post"))
+        if pre is not None and post is not None:
+            m._forward_pre_hooks.pop(pre.id), m._forward_hooks.pop(post.id)
+    try:
+        yield
+    finally:
+        for m, pre, post in saved:  # exactly the hooks that were there, in their order
+            m._forward_pre_hooks.clear(), m._forward_pre_hooks.update(pre)
+            m._forward_hooks.clear(), m._forward_hooks.update(post)
 
 
 def completion_mask(completion_ids, eos_id):
