@@ -143,7 +143,8 @@ def split_prompts(batch, vision_start_id):
 
 
 @torch.no_grad()
-def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True):
+def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True,
+             decoding=contextlib.nullcontext):
     """Sample `num_return_sequences` completions per prompt with `generate`.
 
     Returns completion_ids [B·G, T] (rows grouped: prompt 0's G completions, then prompt 1's, …; padded with the
@@ -151,7 +152,7 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
 
     Each prompt is prefilled once, images included, and its KV cache copied G times; generate then continues
     all B·G rows from there (its own path for continuing from a cache). The G samples of a prompt would
-    otherwise each prefill the same ~2k prompt tokens.
+    otherwise each prefill the same ~2k prompt tokens. The decode loop runs inside `decoding(model)`.
     """
     batch = {k: v.to(model.device) for k, v in batch.items()}
     group = num_return_sequences
@@ -162,7 +163,7 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
     cache.batch_repeat_interleave(group)                                            # [B·G] rows of [P-1] tokens
     model.model.rope_deltas = model.model.rope_deltas.repeat_interleave(group, 0)   # [B·G, 1]
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
-    with fsdp_hooks_paused(model):
+    with decoding(model):
         out = model.generate(
             **{k: batch[k].repeat_interleave(group, 0) for k in TOKEN_KEYS},       # [B·G, P] each
             past_key_values=cache,
@@ -171,29 +172,6 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
             return_dict_in_generate=True, **sampling)
     completion_ids = out.sequences[:, batch["input_ids"].shape[1]:]                  # [B·G, T]
     return completion_ids, decode(processor, completion_ids)
-
-
-@contextlib.contextmanager
-def fsdp_hooks_paused(model):
-    """Decoding skips FSDP2's forward hooks on the root and decoder layers already gathered (plain-tensor parameters,
-    not DTensors: grpo.rollout keeps them so; generate, a registered FSDP forward method, is hooked once). They do
-    nothing but cost Python time per unit per token: 11% of a bench step, tiny model. Per-token inputs are ids and
-    states already in the compute dtype: no cast is lost. Private handles (no FSDP2 API does this): if torch renames
-    them, the hooks stay (slower, the same tokens)."""
-    from torch.distributed.fsdp import FSDPModule  # imports torch.distributed.tensor too
-    units = [m for m in (model, *model.model.language_model.layers) if isinstance(m, FSDPModule)
-             and not any(isinstance(p, torch.distributed.tensor.DTensor) for p in m.parameters())]
-    saved = [(m, m._forward_pre_hooks.copy(), m._forward_hooks.copy()) for m in units]
-    for m in units:  # both or neither: a post-forward hook alone would reshard the unit
-        pre, post = (getattr(m._get_fsdp_state(), f"_{x}_forward_hook_handle", None) for x in ("pre", "post"))
-        if pre is not None and post is not None:
-            m._forward_pre_hooks.pop(pre.id), m._forward_hooks.pop(post.id)
-    try:
-        yield
-    finally:
-        for m, pre, post in saved:  # exactly the hooks that were there, in their order
-            m._forward_pre_hooks.clear(), m._forward_pre_hooks.update(pre)
-            m._forward_hooks.clear(), m._forward_hooks.update(post)
 
 
 def completion_mask(completion_ids, eos_id):
