@@ -15,6 +15,7 @@ Prompt (paper §3.4 + MMAD's protocol):
              letter answer in <answer> </answer> tags."
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -143,7 +144,8 @@ def split_prompts(batch, vision_start_id):
 
 
 @torch.no_grad()
-def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True):
+def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_return_sequences=1, do_sample=True,
+             decoding=contextlib.nullcontext):
     """Sample `num_return_sequences` completions per prompt with `generate`.
 
     Returns completion_ids [B·G, T] (rows grouped: prompt 0's G completions, then prompt 1's, …; padded with the
@@ -151,7 +153,7 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
 
     Each prompt is prefilled once, images included, and its KV cache copied G times; generate then continues
     all B·G rows from there (its own path for continuing from a cache). The G samples of a prompt would
-    otherwise each prefill the same ~2k prompt tokens.
+    otherwise each prefill the same ~2k prompt tokens. The decode loop runs inside `decoding(model)`.
     """
     batch = {k: v.to(model.device) for k, v in batch.items()}
     group = num_return_sequences
@@ -162,12 +164,13 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
     cache.batch_repeat_interleave(group)                                            # [B·G] rows of [P-1] tokens
     model.model.rope_deltas = model.model.rope_deltas.repeat_interleave(group, 0)   # [B·G, 1]
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
-    out = model.generate(
-        **{k: batch[k].repeat_interleave(group, 0) for k in TOKEN_KEYS},           # [B·G, P] each
-        past_key_values=cache,
-        max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
-        eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,
-        return_dict_in_generate=True, **sampling)
+    with decoding(model):
+        out = model.generate(
+            **{k: batch[k].repeat_interleave(group, 0) for k in TOKEN_KEYS},       # [B·G, P] each
+            past_key_values=cache,
+            max_new_tokens=max_new_tokens, suppress_tokens=[special_id(processor, t) for t in VISION_TOKENS],
+            eos_token_id=special_id(processor, END_OF_TURN), pad_token_id=processor.tokenizer.pad_token_id,
+            return_dict_in_generate=True, **sampling)
     completion_ids = out.sequences[:, batch["input_ids"].shape[1]:]                  # [B·G, T]
     return completion_ids, decode(processor, completion_ids)
 

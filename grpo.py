@@ -314,8 +314,8 @@ def rollout(policy, processor, prompts, cfg):
     # (measured: 129 -> 5 all-gathers for 32 new tokens on 4 layers)
     policy.set_reshard_after_forward(cfg.rollout_reshard)
     try:
-        ids, texts = anomalyr1.generate(policy, processor, batch, max_new_tokens=cfg.max_completion,
-                                        temperature=cfg.temperature, num_return_sequences=cfg.group_size)
+        ids, texts = anomalyr1.generate(policy, processor, batch, cfg.max_completion, cfg.temperature, cfg.group_size,
+                                        decoding=runs.fsdp_hooks_paused)  # no per-token hooks: all gathered
     finally:
         for m in fsdp_modules(policy):
             m.reshard()
