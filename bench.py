@@ -141,7 +141,7 @@ def run_ours(args, out):
     cfg = ours_config(args, out)
     rank, world, device = runs.setup_distributed()
     torch.set_num_threads(args.threads)  # grpo.py sets cores / local processes; the bench gives both sides --threads
-    checkpoint, train_set = grpo.prepare_run(cfg, world)
+    checkpoint, train_set = grpo.prepare_run(cfg, world, device)
     policy, ref, processor = grpo.build_models(cfg, device, weights=checkpoint)
     optimizer = grpo.adamw(policy, cfg)
     class_counts, marks, tokens = collections.Counter(), [mark()], []
