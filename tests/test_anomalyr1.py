@@ -291,8 +291,9 @@ def test_cli_box_question_writes_an_overlay(tiny, tmp_path, capsys):
     printed = capsys.readouterr()
     if code == 0:
         assert out_png.exists() and Image.open(out_png).size == (300, 200) and "box:" in printed.out
-    else:  # the tiny model may fail to emit a valid box; then the error says so in one line
-        assert code == 2 and "no bounding box" in printed.err and printed.err.count("\n") == 1
+    else:  # the tiny model may fail to emit a valid box; then the error says why (why_no_box) in one line
+        assert code == 2 and "nothing to draw" in printed.err and printed.err.count("\n") == 1
+        assert anomalyr1.why_no_box(printed.out) in printed.err
 
 
 @pytest.mark.parametrize("argv, words", [(["--image", "{tmp}/missing.png"], "{tmp}/missing.png"),
