@@ -68,7 +68,7 @@ def panels(runs):
     return [(title, ks) for title, ks in chosen if any(k in keys for k in ks)]
 
 
-def draw(runs, out, smooth_k=1, title=None):
+def draw(runs, out, smooth_k=1, title=None, dpi=110):
     """runs: {label: rows}. Writes one PNG with a grid of panels; returns the panel titles drawn."""
     import matplotlib
     matplotlib.use("Agg")  # no display on a laptop shell or CI
@@ -102,7 +102,7 @@ def draw(runs, out, smooth_k=1, title=None):
         fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return [t for t, _ in chosen]
 
@@ -114,6 +114,7 @@ class Config:
     labels: str | None = cli.option(None, "comma-separated legend names, one per run (default: the folder names)")
     smooth: int = cli.option(1, "moving average over K steps (1: raw)")
     title: str | None = cli.option(None, "a title above the panels")
+    dpi: int = cli.option(110, "resolution of the PNG (e.g. 70 for a small one to commit)")
 
 
 def plot(cfg: Config):
@@ -122,14 +123,14 @@ def plot(cfg: Config):
         os.path.dirname(r) if r.endswith(".jsonl") else r)) for r in cfg.runs]
     if len(labels) != len(cfg.runs):
         raise ValueError(f"--labels names {len(labels)} runs, but {len(cfg.runs)} were given")
-    if cfg.smooth < 1:
-        raise ValueError(f"--smooth {cfg.smooth}: pass a number of steps >= 1 (1: raw)")
+    if cfg.smooth < 1 or cfg.dpi < 10:
+        raise ValueError(f"--smooth {cfg.smooth} --dpi {cfg.dpi}: pass --smooth >= 1 steps (1: raw), --dpi >= 10")
     if len(set(labels)) != len(labels):  # two runs/grpo folders from different places: keep both visible
         labels = [f"{label} ({i + 1})" for i, label in enumerate(labels)]
     runs = {label: read_metrics(run) for label, run in zip(labels, cfg.runs)}
     out = cfg.out or (os.path.join(cfg.runs[0], "curves.png") if len(cfg.runs) == 1 and
                       os.path.isdir(cfg.runs[0]) else "curves.png")
-    return out, draw(runs, out, cfg.smooth, cfg.title)
+    return out, draw(runs, out, cfg.smooth, cfg.title, cfg.dpi)
 
 
 def main(argv=None):

@@ -70,5 +70,6 @@ def test_errors_are_one_line(tmp_path, capsys):
 def test_flags_come_from_the_config(tmp_path, capsys):
     a, b = fake_run(str(tmp_path / "a")), fake_run(str(tmp_path / "b"))
     out = str(tmp_path / "two.png")
-    assert plot.main([a, b, "--out", out, "--labels", "roam,classical", "--smooth", "2", "--title", "t"]) == 0
+    flags = ["--out", out, "--labels", "roam,classical", "--smooth", "2", "--title", "t", "--dpi", "60"]
+    assert plot.main([a, b, *flags]) == 0
     assert os.path.getsize(out) > 1000 and capsys.readouterr().out.startswith(f"wrote {out}: ")
