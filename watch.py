@@ -1,8 +1,9 @@
 """watch.py: what a GRPO run shows a reader while and after it trains (grpo.py calls it).
 
     OUT/metrics.jsonl   heldout_* keys (%, as eval.py reports them): macro accuracy, Anomaly Detection accuracy,
-                        reasoning/answer consistency and well-formed replies on a fixed held-out sample, answered
-                        greedily before step 1 (a row of its own, step 0), every --eval-every steps and at the end
+                        reasoning/answer consistency, well-formed replies and the share of the most common answer
+                        letter on a fixed held-out sample, answered greedily before step 1 (a row of its own,
+                        step 0), every --eval-every steps and at the end
     OUT/samples.jsonl   for the first --log-samples prompts of each step (rank 0's): the question, its gold answer
                         and every completion with its reward parts, total and advantage (TRL's log_completions)
     the summary         printed at the end: the first and last 10% of steps, held-out at the start and the end,
@@ -12,6 +13,7 @@ Held-out questions come from the images the run's own few-shot split left out (d
 --n-images and --seed), so none was trained on, and are scored by eval.py's functions: options reshuffled and
 parsed as eval.py's answer path does, eval.summarize (macro average) and eval.consistency.
 """
+import collections
 import dataclasses
 import datetime
 import json
@@ -86,11 +88,14 @@ class Watch:
         dist.all_gather_object(everyone, records)
         records = [r for rank_records in everyone for r in rank_records]
         average, agree = eval.summarize(records)["Average"], eval.consistency(records)
+        letters = collections.Counter(r["predicted"] for r in records if r["predicted"])
         self.heldout_seconds += time.time() - t0
         return {"heldout_accuracy": average.get("Average"),
                 "heldout_anomaly_detection": average.get("Anomaly Detection"),
                 "heldout_consistency": agree.get("Overall"),
-                "heldout_well_formed": 100.0 * agree["well_formed"] / max(1, agree["replies"])}
+                "heldout_well_formed": 100.0 * agree["well_formed"] / max(1, agree["replies"]),
+                # a model that answers one letter to everything scores that letter's share of golds: watch for it
+                "heldout_top_letter": 100.0 * max(letters.values(), default=0) / max(1, len(records))}
 
     def summary(self, rows):
         """Rank 0 prints the run in a few lines (stdout), to read or quote as printed."""
@@ -170,10 +175,11 @@ def summary_lines(cfg, rows, heldout, n_heldout, world, seconds):
         lines += [f"  held-out, {n_heldout} questions on images it never "
                   f"trained on, greedy, {cfg.shots}-shot, step {a['step']} -> {b['step']}:",
                   f"    macro accuracy {pct('heldout_accuracy')}, Anomaly Detection "
-                  f"{pct('heldout_anomaly_detection')}, consistency {pct('heldout_consistency')}"]
+                  f"{pct('heldout_anomaly_detection')}, consistency {pct('heldout_consistency')}",
+                  f"    answers that are the most common letter {pct('heldout_top_letter')}"]
     wall, steps, held = seconds["wall"], seconds["steps"], seconds["held-out"]
     done = rows[-1]["step"] == cfg.steps
-    lines += [f"  wall time {wall:.0f} s: steps {steps:.0f} s, held-out {held:.0f} s, start-up and checkpoints "
+    lines += [f"  wall time {wall:.0f} s (after imports): steps {steps:.0f} s, held-out {held:.0f} s, start-up and checkpoints "
               f"{wall - steps - held:.0f} s",
               f"  wrote {cfg.out}/metrics.jsonl" + (f", {cfg.out}/samples.jsonl" if cfg.log_samples else "")
               + f", {cfg.out}/final/" * done,
