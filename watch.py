@@ -17,6 +17,7 @@ import collections
 import dataclasses
 import datetime
 import json
+import math
 import os
 import sys
 import time
@@ -58,7 +59,7 @@ class Watch:
         path = os.path.join(self.cfg.out, "samples.jsonl")
         if self.rank == 0 and os.path.isfile(path):
             with open(path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] < start]
+                kept = [line for line in f if line.endswith("\n") and step_of(line) < start]  # a torn line goes too
             with open(path, "w") as f:
                 f.writelines(kept)
         if not (self.questions and start == 1):
@@ -122,6 +123,13 @@ def heldout_questions(cfg, world):
         raise ValueError(f"--eval-every: the held-out split of {path} has {len(held)} questions, fewer than the "
                          f"{world} ranks; pass --eval-every 0")
     return [asked(s) for s in eval.spread_sample(held, n - n % world, seed=0)]
+
+
+def step_of(line):
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def asked(sample, seed=0):

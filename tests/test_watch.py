@@ -114,6 +114,7 @@ def test_resume_drops_the_samples_it_will_replay(tmp_path):
     out.mkdir()
     with open(out / "samples.jsonl", "w") as f:
         f.writelines(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 3))
+        f.write('{"step": 4, "te')  # killed mid-line
     cfg = grpo.resolve(grpo.Config(out=str(out), eval_every=0))
     import torch
     w = watch.Watch(cfg, 1, torch.device("cpu"), [], 0.0)
