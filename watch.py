@@ -41,7 +41,7 @@ class Watch:
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.train_set, self.started = train_set, started
         self.questions = heldout_questions(cfg, world) if cfg.eval_every else []
-        self.heldout_seconds, self.start = 0.0, 1
+        self.heldout_seconds, self.start, self.answer = 0.0, 1, None  # answer: set by begin(), needs the policy
 
     def begin(self, start, rollout, policy, processor):
         """Before the first step of this process: the run's first line, drop the samples.jsonl lines a resumed run
@@ -147,7 +147,8 @@ def record(sample, text):
 
 
 def write_samples(cfg, step, prompts, texts, parts, total, advantages):
-    """One samples.jsonl line per logged prompt: what the model said to it and what each answer earned."""
+    """One samples.jsonl line per logged prompt: what the model said to it and what each answer earned. "gold" is the
+    json's answer (a grounding box in the original image's pixels; its reward compares in the model's frame)."""
     G = cfg.group_size
     with open(os.path.join(cfg.out, "samples.jsonl"), "a") as f:
         for i, s in enumerate(prompts[:cfg.log_samples]):
