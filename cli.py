@@ -13,7 +13,7 @@ becomes one line on stderr and exit status 2, never a traceback.
 
 A field's annotation picks the flag's shape: bool -> --flag/--no-flag; tuple[int, int] -> two values;
 list[str] -> a repeatable flag; anything else one value of that type. A field without a default
-(cli.REQUIRED) is a required flag, or a positional argument with `positional=True`.
+(cli.REQUIRED) is a required flag, or a positional argument with `positional=True` (list[str]: one or more).
 """
 import argparse
 import contextlib
@@ -71,8 +71,9 @@ def add_flags(parser, config_cls, shown_default=None):
         elif typing.get_origin(f.type) is list:     # list[str]: the flag repeats
             kind, shape = typing.get_args(f.type)[0], {"action": "append"}
         metavar = meta.get("metavar") or (None if meta.get("choices") else f.name.upper())  # None: {a,b} shown
-        if meta.get("positional"):
-            parser.add_argument(f.name, type=kind, choices=meta.get("choices"), metavar=metavar, help=help)
+        if meta.get("positional"):  # list[str]: one or more values
+            many = {"nargs": "+"} if typing.get_origin(f.type) is list else {}
+            parser.add_argument(f.name, type=kind, choices=meta.get("choices"), metavar=metavar, help=help, **many)
             continue
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, choices=meta.get("choices"), help=help,
                             metavar=metavar, required=default is REQUIRED, default=argparse.SUPPRESS, **shape)

@@ -127,10 +127,12 @@ import torch.distributed as dist
 import anomalyr1
 import cli
 import data
+import plan
 import roam
 import runs
 import synth
 import tiny
+import watch
 from cli import option
 
 
@@ -153,7 +155,7 @@ class Config:
     prompts_per_step: int | None = option(None, "prompts per step, all ranks together (a multiple of the ranks)")
     steps: int | None = option(None, "training steps, one rollout each")
     max_completion: int | None = option(None, "max new tokens per completion")
-    temperature: float = option(1.0, "sampling temperature of the rollout")
+    temperature: float = option(1.0, "sampling temperature of the rollout (> 0: a group needs G different samples)")
     beta: float = option(0.04, "β, weight of the KL to the reference model (0: no reference model is built)")
     clip_eps: float = option(0.2, "ε, the clip range of eq. (4)")
     norm: str = option("seq", "'seq': mean over each completion's tokens, then over completions (eq. 3); "
@@ -176,6 +178,9 @@ class Config:
     save_every: int | None = option(None, "checkpoint every K steps (and at the end)")
     keep: int = option(2, "step-NNNNNN/ checkpoints kept; older ones are deleted")
     seed: int = option(0, "seed of the few-shot split, the data order and the sampling")
+    eval_every: int | None = option(None, "held-out accuracy, consistency at step 0, every K steps, the end (0: off)")
+    eval_questions: int = option(40, "--eval-every: held-out questions, a fixed sample, answered greedily")
+    log_samples: int = option(2, "prompts per step written to samples.jsonl with every completion (0: off)")
     # --plan
     plan: bool = option(False, "print the per-GPU memory plan of these settings and exit (needs no weights)")
     gpus: int = option(4, "--plan: number of GPUs")
@@ -186,8 +191,10 @@ class Config:
 # cannot really see (its warm-up taught the format and random answers), so what it learns here is ROAM's point:
 # reasoning that concludes the option it answers (the "consistency" metric), hence a high lr. Its replies are
 # ~30 tokens. REAL is the paper's run (§4.1 and the authors' code): G = 8, 8 prompts per step, 256 new tokens.
-TINY = dict(prompts_per_step=8, steps=40, max_completion=48, lr=1e-3, warmup_steps=2, shots=0, save_every=20)
-REAL = dict(prompts_per_step=8, steps=1000, max_completion=256, lr=1e-6, warmup_steps=10, shots=1, save_every=100)
+TINY = dict(prompts_per_step=8, steps=40, max_completion=48, lr=1e-3, warmup_steps=2, shots=0, save_every=20,
+            eval_every=10)
+REAL = dict(prompts_per_step=8, steps=1000, max_completion=256, lr=1e-6, warmup_steps=10, shots=1, save_every=100,
+            eval_every=0)
 PLAN_ONLY = ("plan", "gpus", "gpu_gb")  # not settings of the run: left out of its trainer_state.json
 
 
@@ -409,12 +416,15 @@ def train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, devi
 # ----------------------------------------------------------------------------- the loop
 
 def train(cfg):
-    """GRPO with `cfg`; returns the metric rows (one dict per step, the same on every rank)."""
+    """GRPO with `cfg`; returns the rows of metrics.jsonl (one dict per step, with --eval-every a step-0 row of the
+    held-out measure before training), the same on every rank."""
     from tqdm import tqdm
+    started = time.time()
     with cli.user_errors("grpo.py"):
         cfg = resolve(cfg)
         rank, world, device = runs.setup_distributed()
         checkpoint, train_set = prepare_run(cfg, world, device)
+        watcher = watch.Watch(cfg, world, device, train_set, started)  # held-out accuracy, samples.jsonl, summary
         policy, ref, processor = build_models(cfg, device, weights=checkpoint)
     optimizer = adamw(policy, cfg)
     start, rows = runs.restore(policy, optimizer, checkpoint, cfg.out)
@@ -425,10 +435,7 @@ def train(cfg):
         if rank == 0:
             runs.finish(checkpoint, cfg.out, cfg.steps)  # and gives up the run folder's lock
         return rows
-    if rank == 0:
-        print(f"grpo: {len(train_set)} questions on {len({s.image for s in train_set})} images, {world} rank(s) on "
-              f"{device.type} in {cfg.dtype}, {cfg.prompts_per_step} prompts x G={cfg.group_size} per step, "
-              f"steps {start}..{cfg.steps}, rewards {cfg.rewards} -> {cfg.out}", file=sys.stderr)
+    rows += watcher.begin(start, rollout, policy, processor)  # the run's first line; [] or the step-0 held-out row
     with runs.stop_signals() as stop, tqdm(total=cfg.steps, initial=start - 1, disable=rank != 0, desc="grpo",
                                       dynamic_ncols=True) as bar:
         for step in range(start, cfg.steps + 1):
@@ -443,6 +450,7 @@ def train(cfg):
             advantages = group_advantages(total, cfg.group_size)  # [P_r·G] Â_i
             stats = train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, device)  # eq. (3), AdamW
             rows.append(metrics_row(step, total, parts, logged, mask, stats, lr, time.time() - t0, rows, cfg, device))
+            watcher.step(step, rows[-1], prompts, texts, parts, total, advantages)  # samples.jsonl; heldout_* keys
             if rank == 0:
                 runs.append_metrics(cfg.out, rows[-1])
             bar.update(1)
@@ -455,6 +463,7 @@ def train(cfg):
                 if rank == 0:
                     print(f"\nstopped at step {step}; resume with --resume {cfg.out}", file=sys.stderr)
                 break
+    watcher.summary(rows)
     runs.release()  # the run folder's lock
     return rows
 
@@ -496,7 +505,7 @@ def metrics_row(step, total, parts, logged, mask, stats, lr, seconds, rows, cfg,
             "completion_length": sums["tokens"] / N,
             "zero_std_fraction": sums["zero_std"] / (N // cfg.group_size),
             "loss": stats["loss"], "grad_norm": stats["grad_norm"], "lr": lr,
-            "skipped": (rows[-1]["skipped"] if rows else 0) + stats["skipped"],
+            "skipped": (rows[-1].get("skipped", 0) if rows else 0) + stats["skipped"],  # the step-0 row has none
             "seconds": seconds, "tokens_per_s": sums["tokens"] / seconds,
             # the planner's per-GPU prediction (python grpo.py --plan) is checked against this
             "peak_memory_gib": runs.all_reduce({"m": runs.peak_memory_gib(device)}, device, op="max")["m"]}
@@ -519,21 +528,11 @@ def parse_config(argv=None):
     return Config(**{**saved, **given})
 
 
-def print_plan(cfg):
-    import plan
-    model = tiny.build_tiny() if cfg.model == "tiny" else cfg.model
-    print(plan.format_table(plan.plan(
-        model, gpus=cfg.gpus, group_size=cfg.group_size, logprob_batch=cfg.logprob_batch,
-        prompts_per_step=cfg.prompts_per_step, max_completion=cfg.max_completion, shots=cfg.shots,
-        beta=cfg.beta, dtype=cfg.dtype, grad_checkpointing=cfg.grad_checkpointing,
-        rollout_reshard=cfg.rollout_reshard, gpu_gb=cfg.gpu_gb)))
-
-
 def main(argv=None):
     with cli.user_errors("grpo.py"):
         cfg = parse_config(argv)
         if cfg.plan:
-            print_plan(resolve(dataclasses.replace(cfg, dtype=cfg.dtype or "bf16")))  # the plan is for GPUs
+            print(plan.for_run(resolve(dataclasses.replace(cfg, dtype=cfg.dtype or "bf16"))))  # the plan is for GPUs
             return 0
     try:
         train(cfg)

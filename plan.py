@@ -349,6 +349,16 @@ def materialize(model, out, seed=0):
     return out
 
 
+def for_run(cfg):
+    """The plan's table for a grpo.py Config (python grpo.py --plan)."""
+    from tiny import build_tiny
+    model = build_tiny() if cfg.model == "tiny" else cfg.model
+    return format_table(plan(model, gpus=cfg.gpus, group_size=cfg.group_size, logprob_batch=cfg.logprob_batch,
+                             prompts_per_step=cfg.prompts_per_step, max_completion=cfg.max_completion, shots=cfg.shots,
+                             beta=cfg.beta, dtype=cfg.dtype, grad_checkpointing=cfg.grad_checkpointing,
+                             rollout_reshard=cfg.rollout_reshard, gpu_gb=cfg.gpu_gb))
+
+
 def main(argv=None):
     p = cli.parser(__doc__.split("\n")[1], prog="plan.py")
     cli.add_flags(p, Config)

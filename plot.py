@@ -10,11 +10,13 @@ reward/roam, reward/format, ...; a run with other rewards has other parts), trai
 consistency, KL to the reference model, the share of groups with no learning signal (all G rewards equal), and
 held-out accuracy (any key starting with "heldout", e.g. what --eval-every logs) against the step it was measured at.
 """
-import argparse
 import json
 import math
 import os
 import sys
+from dataclasses import dataclass
+
+import cli
 
 # (title, keys): a panel shows every key of the list that a run logged; reward parts are found at run time
 PANELS = [("reward (total)", ["reward"]),
@@ -66,7 +68,7 @@ def panels(runs):
     return [(title, ks) for title, ks in chosen if any(k in keys for k in ks)]
 
 
-def draw(runs, out, smooth_k=1, title=None):
+def draw(runs, out, smooth_k=1, title=None, dpi=110):
     """runs: {label: rows}. Writes one PNG with a grid of panels; returns the panel titles drawn."""
     import matplotlib
     matplotlib.use("Agg")  # no display on a laptop shell or CI
@@ -100,33 +102,43 @@ def draw(runs, out, smooth_k=1, title=None):
         fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return [t for t, _ in chosen]
 
 
+@dataclass
+class Config:
+    runs: list[str] = cli.option(cli.REQUIRED, "run folders (or their metrics.jsonl)", positional=True, metavar="RUN")
+    out: str | None = cli.option(None, "PNG to write (default: RUN/curves.png for one run, curves.png for several)")
+    labels: str | None = cli.option(None, "comma-separated legend names, one per run (default: the folder names)")
+    smooth: int = cli.option(1, "moving average over K steps (1: raw)")
+    title: str | None = cli.option(None, "a title above the panels")
+    dpi: int = cli.option(110, "resolution of the PNG (e.g. 70 for a small one to commit)")
+
+
+def plot(cfg: Config):
+    """Draw cfg.runs into one PNG; returns (its path, the panel titles drawn)."""
+    labels = cfg.labels.split(",") if cfg.labels else [os.path.basename(os.path.normpath(
+        os.path.dirname(r) if r.endswith(".jsonl") else r)) for r in cfg.runs]
+    if len(labels) != len(cfg.runs):
+        raise ValueError(f"--labels names {len(labels)} runs, but {len(cfg.runs)} were given")
+    if cfg.smooth < 1 or cfg.dpi < 10:
+        raise ValueError(f"--smooth {cfg.smooth} --dpi {cfg.dpi}: pass --smooth >= 1 steps (1: raw), --dpi >= 10")
+    if len(set(labels)) != len(labels):  # two runs/grpo folders from different places: keep both visible
+        labels = [f"{label} ({i + 1})" for i, label in enumerate(labels)]
+    runs = {label: read_metrics(run) for label, run in zip(labels, cfg.runs)}
+    out = cfg.out or (os.path.join(cfg.runs[0], "curves.png") if len(cfg.runs) == 1 and
+                      os.path.isdir(cfg.runs[0]) else "curves.png")
+    return out, draw(runs, out, cfg.smooth, cfg.title, cfg.dpi)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Draw GRPO runs' metrics.jsonl curves into one PNG.")
-    parser.add_argument("runs", nargs="+", help="run folders (or their metrics.jsonl)")
-    parser.add_argument("--out", help="PNG to write (default: RUN/curves.png for one run, curves.png for several)")
-    parser.add_argument("--labels", help="comma-separated legend names, one per run (default: the folder names)")
-    parser.add_argument("--smooth", type=int, default=1, help="moving average over K steps (default 1: raw)")
-    parser.add_argument("--title")
-    args = parser.parse_args(argv)
-    try:
-        labels = args.labels.split(",") if args.labels else [os.path.basename(os.path.normpath(
-            os.path.dirname(r) if r.endswith(".jsonl") else r)) for r in args.runs]
-        if len(labels) != len(args.runs):
-            raise ValueError(f"--labels names {len(labels)} runs, but {len(args.runs)} were given")
-        if len(set(labels)) != len(labels):  # two runs/grpo folders from different places: keep both visible
-            labels = [f"{label} ({i + 1})" for i, label in enumerate(labels)]
-        runs = {label: read_metrics(run) for label, run in zip(labels, args.runs)}
-        out = args.out or (os.path.join(args.runs[0], "curves.png") if len(args.runs) == 1 and
-                           os.path.isdir(args.runs[0]) else "curves.png")
-        drawn = draw(runs, out, args.smooth, args.title)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    parser = cli.parser("Draw GRPO runs' metrics.jsonl curves into one PNG.", prog="plot.py")
+    cli.add_flags(parser, Config)
+    cfg = Config(**cli.given(parser, argv))
+    with cli.user_errors("plot.py"):  # a missing run, a bad --labels: one line, exit 2
+        out, drawn = plot(cfg)
     print(f"wrote {out}: {', '.join(drawn)}")
     return 0
 

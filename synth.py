@@ -9,6 +9,7 @@ CLI:  python data.py synth OUT [--seed S]
 """
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -226,6 +227,8 @@ def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
     cache = cache_dir or os.environ.get("ANOMALYR1_CACHE") or os.path.expanduser("~/.cache/anomalyr1")
     final = os.path.join(cache, "synth-v1")
     if not os.path.isfile(os.path.join(final, "questions.json")):
+        print(f"building the synthetic defect set once (5 categories, about 10 s) into {final}", file=sys.stderr,
+              flush=True)
         os.makedirs(cache, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".synth-v1-", dir=cache)
         try:

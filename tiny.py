@@ -10,6 +10,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 
 import torch
@@ -168,7 +169,11 @@ def build_tiny(out_dir=None, warmup_steps=240):
     out_dir = out_dir or os.path.join(cache_dir(), TINY_VERSION)
     if os.path.isfile(os.path.join(out_dir, "model.safetensors")):
         return out_dir
+    # the first run is otherwise silent for a minute or two: say what it is doing, once
+    print(f"building the offline tiny Qwen2.5-VL once ({warmup_steps} warm-up steps, about 1-2 min on 2 cores) "
+          f"into {out_dir}", file=sys.stderr, flush=True)
     from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.utils import logging as hf_logging
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     rng = random.Random(0)
     corpus = [SYSTEM_PROMPT, RESPOND_LETTER, RESPOND_BOX, INSPECTOR, "Following is the query image:",
@@ -196,7 +201,13 @@ def build_tiny(out_dir=None, warmup_steps=240):
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".building-", dir=parent)
-    model.save_pretrained(tmp, safe_serialization=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Writing model shards" bar would be the run's one stray line
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     processor.save_pretrained(tmp)
     umask = os.umask(0o022)
     os.umask(umask)

@@ -19,9 +19,11 @@ import grpo  # noqa: E402
 import roam  # noqa: E402
 import runs  # noqa: E402
 
-# a few seconds per step on 2 cores: 2 prompts x G = 4, up to 40 new tokens (the tiny model says ~30)
-SMALL = dict(group_size=4, prompts_per_step=2, max_completion=40, warmup_steps=0)
-SMALL_FLAGS = ["--group-size", "4", "--prompts-per-step", "2", "--max-completion", "40", "--warmup-steps", "0"]
+# a few seconds per step on 2 cores: 2 prompts x G = 4, up to 40 new tokens (the tiny model says ~30); no held-out
+# measure and no samples.jsonl here (test_watch.py tests them)
+SMALL = dict(group_size=4, prompts_per_step=2, max_completion=40, warmup_steps=0, eval_every=0, log_samples=0)
+SMALL_FLAGS = ["--group-size", "4", "--prompts-per-step", "2", "--max-completion", "40", "--warmup-steps", "0",
+               "--eval-every", "0", "--log-samples", "0"]
 
 
 def config(tmp_path, name="run", **kw):
@@ -77,11 +79,13 @@ def test_toy_reward_rises(tiny, synthetic, tmp_path, monkeypatch):
 def test_torchrun_fsdp2_two_processes(tiny, synthetic, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "grpo.py",
-           "--steps", "2", "--out", str(out), *SMALL_FLAGS]
+           "--steps", "2", "--out", str(out), *SMALL_FLAGS, "--eval-every", "2", "--eval-questions", "4"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    rows = metrics(out)
+    heldout, *rows = metrics(out)  # the held-out sample split over the 2 ranks (FSDP generate is collective)
+    assert heldout["step"] == 0 and 0 <= heldout["heldout_accuracy"] <= 100 and "heldout_accuracy" in rows[-1]
     assert [row["step"] for row in rows] == [1, 2] and rows[-1]["skipped"] == 0
+    assert "grpo summary" in r.stdout and r.stdout.count("grpo summary") == 1  # rank 0 only
     assert rows[0]["completion_length"] > 0 and rows[0]["tokens_per_s"] > 0
     # final/ is a plain Hugging Face folder, and training changed the weights
     from transformers import Qwen2_5_VLForConditionalGeneration

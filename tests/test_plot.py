@@ -51,8 +51,25 @@ def test_smooth_is_a_trailing_mean():
     assert plot.smooth([1, 2], 1) == [1, 2]
 
 
+def exit_code(argv):
+    with pytest.raises(SystemExit) as e:
+        plot.main(argv)
+    return e.value.code
+
+
 def test_errors_are_one_line(tmp_path, capsys):
-    assert plot.main([str(tmp_path / "nothing")]) == 2
-    assert "no metrics.jsonl" in capsys.readouterr().err
+    assert exit_code([str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("plot.py: error: ") and "no metrics.jsonl" in err and len(err.strip().splitlines()) == 1
     run = fake_run(str(tmp_path / "a"))
-    assert plot.main([run, "--labels", "x,y"]) == 2
+    assert exit_code([run, "--labels", "x,y"]) == 2 and "--labels" in capsys.readouterr().err
+    assert exit_code([run, "--smooth", "0"]) == 2 and "--smooth" in capsys.readouterr().err
+    assert exit_code([]) == 2 and "RUN" in capsys.readouterr().err  # cli's one line, not argparse's usage block
+
+
+def test_flags_come_from_the_config(tmp_path, capsys):
+    a, b = fake_run(str(tmp_path / "a")), fake_run(str(tmp_path / "b"))
+    out = str(tmp_path / "two.png")
+    flags = ["--out", out, "--labels", "roam,classical", "--smooth", "2", "--title", "t", "--dpi", "60"]
+    assert plot.main([a, b, *flags]) == 0
+    assert os.path.getsize(out) > 1000 and capsys.readouterr().out.startswith(f"wrote {out}: ")
