@@ -117,7 +117,8 @@ def check(c):
     shutil.rmtree(run_dir, ignore_errors=True)  # this command's own scratch run, from an earlier check
     cfg = grpo.resolve(grpo.Config(model=model_dir, data=resized_data(c.out, size), steps=c.steps, save_every=c.steps,
                                    prompts_per_step=c.prompts, group_size=c.group_size, shots=c.shots,
-                                   max_completion=c.max_completion, out=run_dir))
+                                   max_completion=c.max_completion, out=run_dir,
+                                   eval_every=0, log_samples=0))  # memory and speed only
     on_cuda = torch.cuda.is_available()
     flash = on_cuda and importlib.util.find_spec("flash_attn") is not None  # anomalyr1.load's rule
     gpu_gb = torch.cuda.get_device_properties(0).total_memory / plan.GiB if on_cuda else 80.0
