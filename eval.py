@@ -186,16 +186,14 @@ def read_results(path) -> dict:
     return res
 
 
-SETTING_KEYS = ("data", "split", "shots", "templates", "seed", "shuffle", "unanswered_rule", "questions")
-
-
 def compare_settings(named) -> str:
     """Each result's setting and question count, and a warning naming what differs besides the model: a delta
     between different questions or shots is not the model's doing."""
+    keys = ("data", "split", "shots", "templates", "seed", "shuffle", "unanswered_rule", "questions")
     metas = [res.get("_meta", {}) for _, res in named]
     lines = [f"{name}: {meta.get('questions', '?')} questions, {meta.get('shots', '?')}-shot, "
              f"split {meta.get('split', '?')}, model {meta.get('model', '?')}" for (name, _), meta in zip(named, metas)]
-    differ = [k for k in SETTING_KEYS if len({json.dumps(m.get(k)) for m in metas}) > 1]
+    differ = [k for k in keys if len({json.dumps(m.get(k)) for m in metas}) > 1]
     if differ:
         lines.append(f"WARNING: these results differ in {', '.join(differ)}: the deltas below compare different "
                      "settings, not only different models")
@@ -399,11 +397,10 @@ def training_shots(model):
         return grpo.TINY["shots"]
     folder = os.path.normpath(model)
     run = os.path.dirname(folder)
-    steps = sorted(d for d in os.listdir(run) if d.startswith("step-")) if os.path.isdir(run) else []
-    for state in [os.path.join(folder, "trainer_state.json")] + [os.path.join(run, d, "trainer_state.json")
-                                                                  for d in reversed(steps)]:
+    steps = sorted(d for d in os.listdir(run) if d.startswith("step-"))[::-1] if os.path.isdir(run) else []
+    for state in [folder] + [os.path.join(run, d) for d in steps]:
         try:
-            with open(state) as f:
+            with open(os.path.join(state, "trainer_state.json")) as f:
                 return int(json.load(f)["config"]["shots"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
