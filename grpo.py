@@ -287,11 +287,8 @@ def fsdp_modules(model):
 
 def load_data(cfg):
     """The few-shot training questions (§3.5: 600 images). Grounding questions only with the IoU reward."""
-    if cfg.data is None:
-        root, path = synth.ensure_synthetic()
-    else:
-        path, root = cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))
-    train_set, _ = data.few_shot(data.load_mmad(path, root), n_images=cfg.n_images, seed=cfg.seed)
+    path, root = runs.questions_file(cfg)
+    train_set = runs.few_shot_split(path, root, cfg.n_images, cfg.seed)[0]
     grounding = "iou" in reward_names(cfg)
     train_set = [s for s in train_set if grounding or s.question_type != data.GROUNDING]
     if not train_set:

@@ -28,7 +28,6 @@ import torch.distributed as dist
 import data
 import eval
 import runs
-import synth
 
 
 class Watch:
@@ -112,11 +111,8 @@ class Watch:
 def heldout_questions(cfg, world):
     """--eval-questions held-out questions (fewer if the split holds fewer), spread over datasets, categories and
     subtasks (eval.spread_sample, seed 0), a multiple of the ranks, each asked as eval.py asks it."""
-    if cfg.data is None:
-        root, path = synth.ensure_synthetic()
-    else:
-        path, root = cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))
-    held = data.few_shot(data.load_mmad(path, root), n_images=cfg.n_images, seed=cfg.seed)[1]
+    path, root = runs.questions_file(cfg)
+    held = runs.few_shot_split(path, root, cfg.n_images, cfg.seed)[1]  # loaded once: load_data read it first
     held = [s for s in held if s.question_type != data.GROUNDING]  # scored by IoU, not a letter (eval.py's default)
     n = min(cfg.eval_questions, len(held))
     if n < world:  # a small data set of one's own: train anyway, say why nothing held-out is logged
