@@ -25,6 +25,7 @@ CLI:  python data.py synth OUT [--seed S]
 import json
 import math
 import os
+import random
 import sys
 import warnings
 from collections import Counter, defaultdict
@@ -368,6 +369,21 @@ def few_shot(samples, n_images=600, seed=0) -> tuple[list[Sample], list[Sample]]
                 chosen.add(strata[key][r])
         r += 1
     return [s for s in samples if s.image in chosen], [s for s in samples if s.image not in chosen]
+
+
+def spread_sample(samples, limit, seed):
+    """`limit` questions taken round-robin over (dataset, category, subtask) strata, each shuffled with `seed`, in
+    the json's order: the json's first N would often hold only one or two categories."""
+    rng = random.Random(seed)
+    strata = {}
+    for i, s in enumerate(samples):
+        strata.setdefault((s.dataset, s.category, s.question_type), []).append(i)
+    queues = [rng.sample(v, len(v)) for _, v in sorted(strata.items())]
+    rng.shuffle(queues)
+    chosen = []
+    for r in range(max(map(len, queues), default=0)):
+        chosen += [q[r] for q in queues if r < len(q)]
+    return [samples[i] for i in sorted(chosen[:limit])]
 
 
 def stats(samples) -> str:

@@ -270,6 +270,26 @@ def read_answers(path):
     return records, bad
 
 
+def asked(sample, seed=0):
+    """The sample as it is asked: options reshuffled with the seed (§4.2), the gold letter remapped."""
+    options, gold = shuffle_options(sample.options, sample.answer, seed, f"{sample.image}\n{sample.question}")
+    return dataclasses.replace(sample, options=options, answer=gold)
+
+
+def record(sample, text):
+    """One answers.jsonl record: the fields summarize and consistency read; a box question gets its IoU instead of
+    a letter."""
+    r = {"image": sample.image, "question": sample.question, "question_type": sample.question_type,
+         "options": sample.options, "correct_answer": sample.answer, "predicted": None, "output": text,
+         "parse_method": None}
+    if sample.question_type == "Defect Grounding":  # scored by IoU, not by a letter
+        import roam
+        r["iou"] = roam.iou_reward(text, sample.answer, {})
+    else:
+        r["predicted"], r["parse_method"] = parse_prediction(text, sample.options)
+    return r
+
+
 def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=True, progress=True):
     """Answer each sample not yet in out_dir/answers.jsonl; return (its records, number generated now).
 
@@ -294,21 +314,10 @@ def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=T
     generate_texts = load_generator() if todo else None
     with open(path, "a") as f, tqdm(total=len(todo), desc="eval", unit="q", disable=not progress) as bar:
         for i in range(0, len(todo), batch_size):
-            batch = []
-            for s in todo[i:i + batch_size]:
-                options, gold = (shuffle_options(s.options, s.answer, seed, f"{s.image}\n{s.question}")
-                                 if shuffle else (s.options, s.answer))
-                batch.append(dataclasses.replace(s, options=options, answer=gold))
+            batch = [asked(s, seed) if shuffle else s for s in todo[i:i + batch_size]]
             texts = generate_texts(batch)
             for s, text in zip(batch, texts):
-                r = {"image": s.image, "question": s.question, "question_type": s.question_type,
-                     "options": s.options, "correct_answer": s.answer, "predicted": None,
-                     "output": text, "parse_method": None}
-                if s.question_type == "Defect Grounding":  # scored by IoU, not by a letter
-                    import roam
-                    r["iou"] = roam.iou_reward(text, s.answer, {})
-                else:
-                    r["predicted"], r["parse_method"] = parse_prediction(text, s.options)
+                r = record(s, text)
                 by_key[record_key(s.image, s.question, s.question_type)] = r
                 f.write(json.dumps(r) + "\n")
             f.flush()  # a killed run loses at most the batch in flight
@@ -371,22 +380,7 @@ def load_questions(cfg: Config):
                              "pass --split all")
     if not cfg.grounding:
         samples = [s for s in samples if s.question_type != "Defect Grounding"]
-    return spread_sample(samples, cfg.limit, cfg.seed) if cfg.limit else samples, json_path
-
-
-def spread_sample(samples, limit, seed):
-    """`limit` questions taken round-robin over (dataset, category, subtask) strata, each shuffled with `seed`, in
-    the json's order: the json's first N would often hold only one or two categories."""
-    rng = random.Random(seed)
-    strata = {}
-    for i, s in enumerate(samples):
-        strata.setdefault((s.dataset, s.category, s.question_type), []).append(i)
-    queues = [rng.sample(v, len(v)) for _, v in sorted(strata.items())]
-    rng.shuffle(queues)
-    chosen = []
-    for r in range(max(map(len, queues), default=0)):
-        chosen += [q[r] for q in queues if r < len(q)]
-    return [samples[i] for i in sorted(chosen[:limit])]
+    return data.spread_sample(samples, cfg.limit, cfg.seed) if cfg.limit else samples, json_path
 
 
 def training_shots(model):

@@ -83,7 +83,7 @@ class Watch:
         mine = self.questions[self.rank::self.world]  # the same count on every rank: the same generate calls
         batch = max(1, self.cfg.prompts_per_step // self.world * self.cfg.group_size)
         texts = [t for i in range(0, len(mine), batch) for t in self.answer(mine[i:i + batch])]
-        records = [record(s, text) for s, text in zip(mine, texts)]
+        records = [eval.record(s, text) for s, text in zip(mine, texts)]
         everyone = [None] * self.world
         dist.all_gather_object(everyone, records)
         records = [r for rank_records in everyone for r in rank_records]
@@ -110,7 +110,7 @@ class Watch:
 
 def heldout_questions(cfg, world):
     """--eval-questions held-out questions (fewer if the split holds fewer), spread over datasets, categories and
-    subtasks (eval.spread_sample, seed 0), a multiple of the ranks, each asked as eval.py asks it."""
+    subtasks (data.spread_sample, seed 0), a multiple of the ranks, each asked as eval.py asks it."""
     path, root = runs.questions_file(cfg)
     held = runs.few_shot_split(path, root, cfg.n_images, cfg.seed)[1]  # loaded once: load_data read it first
     held = [s for s in held if s.question_type != data.GROUNDING]  # scored by IoU, not a letter (eval.py's default)
@@ -120,7 +120,7 @@ def heldout_questions(cfg, world):
             print(f"grpo.py: note: the held-out split of {path} has {len(held)} questions, fewer than the {world} "
                   "ranks: no held-out accuracy this run (--eval-every is off)", file=sys.stderr)
         return []
-    return [asked(s) for s in eval.spread_sample(held, n - n % world, seed=0)]
+    return [eval.asked(s) for s in data.spread_sample(held, n - n % world, seed=0)]
 
 
 def step_of(line):
@@ -128,20 +128,6 @@ def step_of(line):
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
         return math.inf
-
-
-def asked(sample, seed=0):
-    """The sample as eval.py asks it: options reshuffled with its seed (§4.2), the gold letter remapped."""
-    options, gold = eval.shuffle_options(sample.options, sample.answer, seed, f"{sample.image}\n{sample.question}")
-    return dataclasses.replace(sample, options=options, answer=gold)
-
-
-def record(sample, text):
-    """One answer as eval.py's answers.jsonl holds it, the fields eval.summarize and eval.consistency read."""
-    predicted, method = eval.parse_prediction(text, sample.options)
-    return {"image": sample.image, "question": sample.question, "question_type": sample.question_type,
-            "options": sample.options, "correct_answer": sample.answer, "predicted": predicted, "output": text,
-            "parse_method": method}
 
 
 def write_samples(cfg, step, prompts, texts, parts, total, advantages):

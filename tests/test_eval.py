@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import eval as ev  # noqa: E402  (the repo's eval.py, not the builtin)
+import data  # noqa: E402
 
 YN = {"A": "Yes.", "B": "No."}
 
@@ -325,13 +326,13 @@ def test_limit_spreads_over_categories_and_subtasks_with_a_seed():
                       answer="A", question_type=kind, dataset="ds", category=cat)
                for cat in ("bottle", "cable", "pill", "screw") for kind in ("Anomaly Detection", "Defect Localization")
                for i in range(10)]
-    picked = ev.spread_sample(samples, 8, seed=0)
+    picked = data.spread_sample(samples, 8, seed=0)
     assert len(picked) == 8
     assert {(s.category, s.question_type) for s in picked} == {(s.category, s.question_type) for s in samples}
     assert [samples.index(s) for s in picked] == sorted(samples.index(s) for s in picked)  # the json's order
-    assert ev.spread_sample(samples, 8, seed=0) == picked
-    assert ev.spread_sample(samples, 8, seed=1) != picked              # the seed draws other questions
-    assert ev.spread_sample(samples, 1000, seed=0) == samples          # a limit above the count takes all
+    assert data.spread_sample(samples, 8, seed=0) == picked
+    assert data.spread_sample(samples, 8, seed=1) != picked              # the seed draws other questions
+    assert data.spread_sample(samples, 1000, seed=0) == samples          # a limit above the count takes all
 
 
 def test_shots_default_to_the_checkpoints_training_shots(tmp_path):

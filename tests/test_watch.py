@@ -89,11 +89,11 @@ def test_heldout_questions_are_the_runs_own_heldout_images(synthetic):
 def test_heldout_is_asked_and_scored_as_eval_py_does(synthetic):
     root, path = synthetic
     sample = next(s for s in data.load_mmad(path, root) if len(s.options) == 4)
-    asked = watch.asked(sample)
+    asked = eval.asked(sample)
     assert (asked.options, asked.answer) == eval.shuffle_options(sample.options, sample.answer, 0,
                                                                  f"{sample.image}\n{sample.question}")
     gold_text = asked.options[asked.answer]
-    r = watch.record(asked, f"<think>It is {gold_text} so the answer is {asked.answer}.</think>"
+    r = eval.record(asked, f"<think>It is {gold_text} so the answer is {asked.answer}.</think>"
                             f"<answer>{asked.answer}</answer>")
     assert r["predicted"] == asked.answer and eval.consistency([r])["Overall"] == 100.0
     assert eval.summarize([r])["Average"]["Average"] == 100.0
