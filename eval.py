@@ -367,11 +367,9 @@ def parse_args(argv=None):
 def load_questions(cfg: Config):
     import data
     import synth
+    json_path, root = synth.questions_file(cfg)
     if cfg.data is None:
-        root, json_path = synth.ensure_synthetic()
         print(f"no --data: using the synthetic set {json_path}", file=sys.stderr)
-    else:
-        json_path, root = cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))
     samples = data.load_mmad(json_path, root)
     if cfg.split == "heldout":  # same draw as grpo.py's defaults, so no training image is scored
         samples = data.few_shot(samples)[1]

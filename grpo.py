@@ -287,7 +287,7 @@ def fsdp_modules(model):
 
 def load_data(cfg):
     """The few-shot training questions (§3.5: 600 images). Grounding questions only with the IoU reward."""
-    path, root = runs.questions_file(cfg)
+    path, root = synth.questions_file(cfg)
     train_set = runs.few_shot_split(path, root, cfg.n_images, cfg.seed)[0]
     grounding = "iou" in reward_names(cfg)
     train_set = [s for s in train_set if grounding or s.question_type != data.GROUNDING]

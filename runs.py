@@ -289,15 +289,6 @@ def fsdp_hooks_paused(model):
 
 # ----------------------------------------------------------------------------- data order, seeds, stops
 
-def questions_file(cfg):
-    """(json path, data root) of --data/--root, or of the synthetic set (built on first use)."""
-    if cfg.data is None:
-        import synth
-        root, path = synth.ensure_synthetic()
-        return path, root
-    return cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))
-
-
 def few_shot_split(path, root, n_images, seed):
     """(train, held_out) questions of a json (§3.5): loaded and every image checked once per run, however many
     parts of it ask (the training data, the held-out sample); an edited json is read again. Callers filter into

@@ -243,3 +243,11 @@ def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final, os.path.join(final, "questions.json")
+
+
+def questions_file(cfg) -> tuple[str, str]:
+    """(json path, data root) of a run's --data/--root, or of the synthetic set (built on first use)."""
+    if cfg.data is None:
+        root, path = ensure_synthetic()
+        return path, root
+    return cfg.data, cfg.root or os.path.dirname(os.path.abspath(cfg.data))

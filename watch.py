@@ -28,6 +28,7 @@ import torch.distributed as dist
 import data
 import eval
 import runs
+import synth
 
 
 class Watch:
@@ -111,7 +112,7 @@ class Watch:
 def heldout_questions(cfg, world):
     """--eval-questions held-out questions (fewer if the split holds fewer), spread over datasets, categories and
     subtasks (data.spread_sample, seed 0), a multiple of the ranks, each asked as eval.py asks it."""
-    path, root = runs.questions_file(cfg)
+    path, root = synth.questions_file(cfg)
     held = runs.few_shot_split(path, root, cfg.n_images, cfg.seed)[1]  # loaded once: load_data read it first
     held = [s for s in held if s.question_type != data.GROUNDING]  # scored by IoU, not a letter (eval.py's default)
     n = min(cfg.eval_questions, len(held))
