@@ -127,6 +127,19 @@ def _to_rgb(im, path) -> Image.Image:
             from None
 
 
+def write_atomic(path, text):
+    """Write the whole file or nothing: a run killed while writing leaves the previous file (or none), never a torn
+    one, and any failure (or Ctrl-C) leaves no .tmp behind."""
+    tmp = f"{path}.{os.getpid()}.tmp"  # the pid: two writers of one path never share a .tmp
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
 def open_image(path) -> Image.Image:
     """The picture at `path` as 8-bit RGB at full size (see above for unusual modes)."""
     return _to_rgb(_decode(path), path)

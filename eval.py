@@ -24,7 +24,7 @@ import cli
 
 # The 7 MMAD subtasks in table order; FOLD maps MMAD's "Object Structure"/"Object Details" to "Object Analysis".
 # data.py imports only numpy/PIL; anomalyr1 (torch, transformers) and roam load lazily where needed.
-from data import FOLD, QUESTION_TYPES
+from data import FOLD, QUESTION_TYPES, write_atomic
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -301,9 +301,7 @@ def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=T
     if bad:  # rewrite without the broken line, else the next append would glue onto it
         print(f"warning: {path}: ignored {bad} unreadable line(s) (a killed run); answering them again",
               file=sys.stderr)
-        with open(path + ".tmp", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in done)
-        os.replace(path + ".tmp", path)
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in done))
     by_key = {record_key(r["image"], r["question"], r["question_type"]): r for r in done}
     todo = {}
     for s in samples:
@@ -449,17 +447,6 @@ def check_config(cfg: Config):
             raise ValueError(f"--device {cfg.device}: MPS is not available here; pass --device cpu")
 
 
-def _write(path, text):
-    """Whole or not at all: a run killed while writing leaves the previous file, never a torn one."""
-    try:
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
-    finally:
-        if os.path.exists(path + ".tmp"):
-            os.remove(path + ".tmp")
-
-
 def check_setting(out, setting):
     """Answers from another setting must not be mixed into this one's table (--unanswered only re-scores them).
     A folder without answers (a run that failed before its first, e.g. on a bad --model) is taken as fresh."""
@@ -477,7 +464,7 @@ def check_setting(out, setting):
             changed = ", ".join(k for k in setting if old.get(k) != setting[k])
             raise ValueError(f"{out} holds answers for another setting ({changed} differ); pass a new --out")
     else:
-        _write(path, json.dumps(setting, indent=1))
+        write_atomic(path, json.dumps(setting, indent=1))
 
 
 def evaluate(cfg: Config) -> dict:
@@ -518,11 +505,11 @@ def evaluate(cfg: Config) -> dict:
             "templates": cfg.templates, "seed": cfg.seed, "shuffle": cfg.shuffle, "unanswered_rule": cfg.unanswered,
             **errors, "generated": generated, "date": datetime.datetime.now().isoformat(timespec="seconds")}
     results = {**summary, "_meta": meta, "_consistency": agree}
-    _write(os.path.join(out, "results.json"), json.dumps(results, indent=1))
+    write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=1))
     md = (f"# MMAD: {cfg.model}, {cfg.shots}-shot, {cfg.templates} templates, {os.path.basename(json_path)} "
           f"({cfg.split})\n\n{table_subtasks([(name, summary)])}\n\n{table_datasets([(name, summary)])}\n\n"
           + _notes(records, errors, agree, cfg.unanswered))
-    _write(os.path.join(out, "results.md"), md)
+    write_atomic(os.path.join(out, "results.md"), md)
     print(md)
     print(f"answered {generated} new question(s); wrote {out}/results.json, results.md", file=sys.stderr)
     return results

@@ -31,7 +31,7 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
-from data import GROUNDING, _mask_files, _read_mask, open_image
+from data import GROUNDING, _mask_files, _read_mask, open_image, write_atomic
 
 IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp")
 REGIONS = ["Top left.", "Top.", "Top right.", "Left.", "Center.", "Right.", "Bottom left.", "Bottom.", "Bottom right."]
@@ -213,15 +213,9 @@ def build(root, out_json, name=None, seed=0, k=5) -> dict:
               file=sys.stderr)
     if not out:
         raise ValueError(f"{root}: found no test images ({', '.join(IMG_EXT)}) under <category>/test/<defect>/")
-    tmp = f"{out_json}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(tmp, out_json)                            # a killed run never leaves half a json
+        write_atomic(out_json, json.dumps(out, indent=1))   # a killed run never leaves half a json
     except OSError as e:
         raise ValueError(f"--out {out_json}: cannot write it ({e.strerror or e}); pass a writable file path") from None
-    finally:
-        if os.path.lexists(tmp):                             # any failure (or Ctrl-C) leaves nothing behind
-            os.remove(tmp)
     return out
