@@ -253,21 +253,34 @@ def record_key(image, question, question_type):
     return (image, question, question_type)
 
 
+def answer_record(line):
+    """The record on one answers.jsonl line, or None for a torn or foreign line (a run killed mid-write)."""
+    try:
+        r = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return r if isinstance(r, dict) and {"image", "question", "question_type"} <= r.keys() else None
+
+
 def read_answers(path):
-    """Records of an answers.jsonl, and how many lines were unreadable (a run killed mid-write)."""
+    """Records of an answers.jsonl, and how many lines were unreadable."""
     records, bad = [], 0
     if os.path.exists(path):
         with open(path) as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    r = None
-                if isinstance(r, dict) and {"image", "question", "question_type"} <= r.keys():
-                    records.append(r)
-                else:
+            for r in map(answer_record, f):
+                if r is None:
                     bad += 1
+                else:
+                    records.append(r)
     return records, bad
+
+
+def has_answers(path):
+    """Whether an answers.jsonl holds a readable answer: stops at the first, where read_answers parses them all."""
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return any(map(answer_record, f))
 
 
 def asked(sample, seed=0):
@@ -451,7 +464,7 @@ def check_setting(out, setting):
     """Answers from another setting must not be mixed into this one's table (--unanswered only re-scores them).
     A folder without answers (a run that failed before its first, e.g. on a bad --model) is taken as fresh."""
     path = os.path.join(out, "setting.json")
-    if read_answers(os.path.join(out, "answers.jsonl"))[0] and os.path.exists(path):
+    if has_answers(os.path.join(out, "answers.jsonl")) and os.path.exists(path):
         try:
             with open(path, encoding="utf-8") as f:
                 old = json.load(f)
