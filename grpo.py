@@ -127,7 +127,6 @@ import torch.distributed as dist
 import anomalyr1
 import cli
 import data
-import plan
 import roam
 import runs
 import synth
@@ -529,6 +528,7 @@ def main(argv=None):
     with cli.user_errors("grpo.py"):
         cfg = parse_config(argv)
         if cfg.plan:
+            import plan  # here, not at the top: it loads transformers' Qwen2.5-VL modelling (~4 s) for --plan alone
             print(plan.for_run(resolve(dataclasses.replace(cfg, dtype=cfg.dtype or "bf16"))))  # the plan is for GPUs
             return 0
     try:
