@@ -257,10 +257,6 @@ def packed_logprobs(model, prompt, completions):
 
 # ----------------------------------------------------------------------------- loading (tiny or a local folder)
 
-def cache_dir():
-    return os.environ.get("ANOMALYR1_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "anomalyr1")
-
-
 def image_only_processor_class():
     """Qwen2_5_VLProcessor without its video processor, which needs torchvision (absent on CPU installs here)."""
     from transformers import Qwen2_5_VLProcessor

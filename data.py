@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import warnings
 from collections import Counter, defaultdict
@@ -125,6 +126,25 @@ def _to_rgb(im, path) -> Image.Image:
     except ValueError as e:                                                           # e.g. LAB, HSV
         raise ValueError(f"{path}: {im.mode} images cannot be converted to RGB ({e}); save it as RGB PNG/JPEG") \
             from None
+
+
+def cache_dir():
+    """Where the tiny model and the synthetic set are built once: $ANOMALYR1_CACHE, else ~/.cache/anomalyr1."""
+    return os.environ.get("ANOMALYR1_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "anomalyr1")
+
+
+def publish_dir(tmp, final):
+    """Rename a finished folder built beside `final` into place: it appears whole or not at all. If another process
+    published `final` first (the same deterministic build), its copy stays and `tmp` goes."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache from other users
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not os.path.isdir(final):
+            raise  # a real failure, not another process winning the race
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_atomic(path, text):

@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+import data
 import mvtec
 
 S = 224                                   # image side in pixels
@@ -224,7 +225,7 @@ def synth(out_dir, seed=0) -> str:
 
 def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
     """(root, json_path) of the synthetic set, built once per cache; safe under concurrent ranks."""
-    cache = cache_dir or os.environ.get("ANOMALYR1_CACHE") or os.path.expanduser("~/.cache/anomalyr1")
+    cache = cache_dir or data.cache_dir()
     final = os.path.join(cache, "synth-v1")
     if not os.path.isfile(os.path.join(final, "questions.json")):
         print(f"building the synthetic defect set once (5 categories, about 10 s) into {final}", file=sys.stderr,
@@ -233,13 +234,7 @@ def ensure_synthetic(cache_dir=None) -> tuple[str, str]:
         tmp = tempfile.mkdtemp(prefix=".synth-v1-", dir=cache)
         try:
             mvtec.build(synth(os.path.join(tmp, "synth")), os.path.join(tmp, "questions.json"))
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)                    # mkdtemp's 0700 would hide a shared cache from others
-            os.replace(tmp, final)                           # atomic: the folder appears whole or not at all
-        except OSError:
-            if not os.path.isfile(os.path.join(final, "questions.json")):
-                raise                                        # a real failure, not another rank winning the race
+            data.publish_dir(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final, os.path.join(final, "questions.json")

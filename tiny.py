@@ -9,14 +9,14 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import tempfile
 
 import torch
 from PIL import Image, ImageDraw
 
-from anomalyr1 import (END_OF_TURN, INSPECTOR, RESPOND_BOX, RESPOND_LETTER, SYSTEM_PROMPT, cache_dir, conversation,
+import data
+from anomalyr1 import (END_OF_TURN, INSPECTOR, RESPOND_BOX, RESPOND_LETTER, SYSTEM_PROMPT, conversation,
                        format_question, image_only_processor_class)
 
 # Qwen2.5-VL's chat template (from the released Instruct checkpoints), so the tiny model's prompts are
@@ -166,7 +166,7 @@ def warm_up(model, processor, rng, steps=240, batch_size=8, lr=3e-3):
 
 def build_tiny(out_dir=None, warmup_steps=240):
     """Build (once) the offline tiny Qwen2.5-VL into the cache; deterministic; returns its folder."""
-    out_dir = out_dir or os.path.join(cache_dir(), TINY_VERSION)
+    out_dir = out_dir or os.path.join(data.cache_dir(), TINY_VERSION)
     if os.path.isfile(os.path.join(out_dir, "model.safetensors")):
         return out_dir
     # the first run is otherwise silent for a minute or two: say what it is doing, once
@@ -209,11 +209,5 @@ def build_tiny(out_dir=None, warmup_steps=240):
         if bars:
             hf_logging.enable_progress_bar()
     processor.save_pretrained(tmp)
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache from other users
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:  # another process finished first; its copy is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    data.publish_dir(tmp, out_dir)
     return out_dir
