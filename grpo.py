@@ -207,7 +207,8 @@ def resolve(cfg):
     unknown = [n for n in reward_names(cfg) if n not in known]
     flag = lambda name: f"--{name.replace('_', '-')} {getattr(cfg, name)}"  # noqa: E731 as the user typed it
     at_least = {2: ["group_size"], 1: ["prompts_per_step", "steps", "max_completion", "inner_steps", "keep",  # G:
-                "save_every", "n_images", "logprob_batch"], 0: ["shots", "warmup_steps", "seed"]}  # Â is a z-score
+                "save_every", "n_images", "logprob_batch", "eval_questions"],  # Â is a z-score
+                0: ["shots", "warmup_steps", "seed", "eval_every", "log_samples"]}  # 0: off
     checks = [
         (not unknown, f"--rewards: unknown reward {', '.join(map(repr, unknown))}; choose from {', '.join(known)}"),
         (cfg.norm in ("seq", "token"), f"--norm must be 'seq' or 'token', got {cfg.norm!r}"),

@@ -33,10 +33,8 @@ import synth
 
 class Watch:
     def __init__(self, cfg, world, device, train_set, started):
-        """`started`: time.time() when the run began, for the wall time in the summary. Checks the flags it owns
-        and picks the held-out sample (the same on every rank)."""
-        if min(cfg.eval_every, cfg.log_samples) < 0 or cfg.eval_questions < 1:
-            raise ValueError("--eval-every and --log-samples must be >= 0 (0: off), --eval-questions >= 1")
+        """`started`: time.time() when the run began, for the wall time in the summary. Picks the held-out sample
+        (the same on every rank); grpo.resolve has checked its flags before anything was built."""
         self.cfg, self.world, self.device = cfg, world, device
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.train_set, self.started = train_set, started

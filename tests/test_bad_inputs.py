@@ -846,6 +846,22 @@ def grpo_flag_case(tmp, w, flag, value, good=None):
 
 
 @case
+def grpo_eval_every_negative(tmp, w):
+    """Was refused only after --out was locked and the tiny model and synthetic set were built (minutes, cold)."""
+    return grpo_flag_case(tmp, w, "--eval-every", -1, good=0)
+
+
+@case
+def grpo_eval_questions_zero(tmp, w):
+    return grpo_flag_case(tmp, w, "--eval-questions", 0)
+
+
+@case
+def grpo_log_samples_negative(tmp, w):
+    return grpo_flag_case(tmp, w, "--log-samples", -1)
+
+
+@case
 def grpo_lr_inf(tmp, w):
     """Was accepted: every final weight NaN, and `skipped: 0`."""
     return grpo_flag_case(tmp, w, "--lr", "inf")
