@@ -485,8 +485,7 @@ def ask(cfg):
     if cfg.out and (os.path.isdir(cfg.out) or not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out)))):
         raise ValueError(f"--out {cfg.out}: pass a PNG file path inside an existing folder")
     query = os.path.abspath(cfg.image)
-    for path in [query] + cfg.template:  # fail on a bad image before spending time on the model
-        load_image(path)
+    shown = [load_image(path) for path in [query] + cfg.template]  # a bad image fails before the model loads
     sample = Sample(image=query, root=os.path.dirname(query), question=cfg.question, options=options,
                     answer="", question_type="", similar_templates=[os.path.abspath(t) for t in cfg.template])
     model, processor = load(cfg.model)
@@ -499,7 +498,7 @@ def ask(cfg):
         print(f"answer: {choice}. {options[choice]}" if choice else "answer: (none: the reply names no option)")
     with Image.open(query) as im:
         original_size = im.size
-    box = parse_box(reply, model_input_size(processor, load_image(query).size), original_size)
+    box = parse_box(reply, model_input_size(processor, shown[0].size), original_size)
     if box is not None:
         print("box:", [round(v, 1) for v in box])
     return reply, box
