@@ -203,14 +203,15 @@ def resolve(cfg):
     cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
     cfg.out = cfg.out or cfg.resume or os.path.join("runs", "grpo")
     cfg.dtype = cfg.dtype or ("bf16" if torch.cuda.is_available() else "fp32")
-    known = sorted(roam.REWARDS) + ["rare"]
-    unknown = [n for n in reward_names(cfg) if n not in known]
     flag = lambda name: f"--{name.replace('_', '-')} {getattr(cfg, name)}"  # noqa: E731 as the user typed it
     at_least = {2: ["group_size"], 1: ["prompts_per_step", "steps", "max_completion", "inner_steps", "keep",  # G:
                 "save_every", "n_images", "logprob_batch", "eval_questions"],  # Â is a z-score
                 0: ["shots", "warmup_steps", "seed", "eval_every", "log_samples"]}  # 0: off
+    try:
+        roam.reward_names(cfg.rewards)
+    except ValueError as e:
+        raise ValueError(f"--rewards {cfg.rewards!r}: {e}") from None
     checks = [
-        (not unknown, f"--rewards: unknown reward {', '.join(map(repr, unknown))}; choose from {', '.join(known)}"),
         (cfg.norm in ("seq", "token"), f"--norm must be 'seq' or 'token', got {cfg.norm!r}"),
         (cfg.templates in ("similar", "random"), f"--templates must be 'similar' or 'random', got {cfg.templates!r}"),
         (cfg.dtype in ("bf16", "fp32"), f"--dtype must be 'bf16' or 'fp32', got {cfg.dtype!r}"),
@@ -230,7 +231,7 @@ def resolve(cfg):
 
 
 def reward_names(cfg):
-    return [n.strip() for n in cfg.rewards.split(",") if n.strip()]
+    return roam.reward_names(cfg.rewards)
 
 
 # ----------------------------------------------------------------------------- distributed and models

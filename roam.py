@@ -353,16 +353,28 @@ def _rare(correct, label, class_counts, alpha=RARE_ALPHA, gamma=RARE_GAMMA) -> l
 _JUDGED = {"accuracy": accuracy_reward, "format": format_reward, "roam": roam_reward}   # read off judge()
 
 
-def judge_group(names, completions, answer, options, label="good", class_counts=None) -> tuple[dict, dict]:
-    """Score one group of G completions of the same prompt, parsing each completion once (judge):
-    ({name: [G floats]} per requested reward, {"accuracy": [G], "consistency": [G]}). `names` is a list or a
-    comma string ("accuracy,roam"); training sums the first dict, the second is logged whatever is trained."""
+def reward_names(names) -> list[str]:
+    """The rewards a comma string ("accuracy,roam") or a list names; a ValueError names what is wrong with it: none
+    named, an unknown name, a name twice (its reward would count double)."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     valid = sorted(REWARDS) + ["rare"]
     unknown = [n for n in names if n not in valid]
-    if unknown:
-        raise ValueError(f"unknown reward(s) {', '.join(unknown)}; valid names: {', '.join(valid)}")
+    choose = f"choose from {', '.join(valid)}, e.g. accuracy,roam"
+    if unknown or not names:
+        raise ValueError(f"unknown reward {', '.join(map(repr, unknown))}; {choose}" if unknown else
+                         f"no reward named; {choose}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(map(repr, twice))} named twice (it would count double); name each reward once")
+    return list(names)
+
+
+def judge_group(names, completions, answer, options, label="good", class_counts=None) -> tuple[dict, dict]:
+    """Score one group of G completions of the same prompt, parsing each completion once (judge):
+    ({name: [G floats]} per requested reward, {"accuracy": [G], "consistency": [G]}). `names` is a list or a
+    comma string ("accuracy,roam"); training sums the first dict, the second is logged whatever is trained."""
+    names = reward_names(names)
     judged = [judge(c, answer, options) for c in completions]
     out = {}
     for n in names:
@@ -393,6 +405,10 @@ def main(argv=None) -> int:
     cfg = Config(**cli.given(p, argv))
     with cli.user_errors("roam.py"):
         options = cli.parse_options(cfg.options)
+        if parse_bbox(cfg.answer) is None and _gold(cfg.answer, options) is None:  # every reward would read 0
+            raise ValueError(f"--answer {cfg.answer!r} is neither one of --options {sorted(options) or '(none given)'} "
+                             "nor a box '{\"bbox_2d\": [x1, y1, x2, y2]}' with x1 < x2, y1 < y2; "
+                             "e.g. --answer A --options 'A=Yes.,B=No.'")
     j = judge(cfg.completion, cfg.answer, options)
     print(f"think choice:  {j['think']}\nanswer choice: {j['answer']}\nwell formed:   {bool(j['format'])}"
           f"\nconsistent:    {bool(j['consistency'])}")

@@ -412,6 +412,14 @@ def test_score_group_unknown_name_lists_valid_ones():
         score_group(["accuracy", "bleu"], [RIGHT], "B", KIND)
 
 
+@pytest.mark.parametrize("names, words", [("", "no reward named"), (",", "no reward named"), ([], "no reward"),
+                                          ("roam,accuracy,roam", "'roam' named twice")])
+def test_reward_names_refuses_none_and_repeats(names, words):
+    with pytest.raises(ValueError, match=words):
+        roam.reward_names(names)
+    assert roam.reward_names(" accuracy , roam ") == ["accuracy", "roam"]
+
+
 def test_rewards_registry():
     assert set(REWARDS) == {"accuracy", "format", "roam", "iou"}
     for fn in REWARDS.values():
@@ -429,7 +437,9 @@ def test_cli(capsys):
     assert roam.main([RIGHT, "--answer", "B", "--options", "A=Scratch.,B=Hole.,C=Stain.,D=Crack."]) == 0
     out = capsys.readouterr().out
     assert "roam      1.0000" in out and "accuracy  1.0000" in out
-    for argv in ([RIGHT, "--answer", "B", "--options", "nonsense"], [RIGHT]):  # unreadable options; no --answer
+    for argv in ([RIGHT, "--answer", "B", "--options", "nonsense"], [RIGHT],  # unreadable options; no --answer
+                 [RIGHT, "--answer", "E", "--options", "A=Scratch.,B=Hole."], [RIGHT, "--answer", "B"],  # gold not an
+                 [RIGHT, "--answer", ""], [RIGHT, "--answer", '{"bbox_2d": [5, 0, 1, 9]}']):  # option; not a box
         with pytest.raises(SystemExit) as e:
             roam.main(argv)
         err = capsys.readouterr().err
