@@ -299,6 +299,8 @@ def check_model_folder(path):
         raise FileNotFoundError(f"{path}: no such model folder; {hint}")
     files = set(os.listdir(path))
     if "config.json" not in files:
+        if "final" in files or any(f.startswith("step-") for f in files):  # a grpo.py --out folder
+            hint = f"that is a grpo.py run folder: pass its checkpoint, {os.path.join(path, 'final')} or a step-*/"
         raise FileNotFoundError(f"no Qwen2.5-VL checkpoint at {path} (config.json missing); {hint}")
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:

@@ -542,6 +542,13 @@ def model_no_config(tmp, w):
 
 
 @case
+def model_is_a_run_folder(tmp, w):  # grpo.py's --out, not its checkpoint: the error names final/
+    (tmp / "run" / "final").mkdir(parents=True)
+    return Case(anomalyr1.main, ["--image", os.path.join(w.root, NORMAL), "--model", tmp / "run"],
+                os.path.join(tmp / "run", "final"))
+
+
+@case
 def model_no_tokenizer(tmp, w):
     return model_case(tmp, w, lambda f: os.remove(f / "tokenizer.json"), "{folder}: no tokenizer")
 
