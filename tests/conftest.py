@@ -4,12 +4,19 @@ ANOMALYR1_CACHE points at a fresh folder, so tests never read (or write) the use
 subprocess a test starts (torchrun, the CLIs) inherits the same cache.
 """
 import os
+import shutil
 import tempfile
 
 import pytest
 
+OWN_CACHE = None
 if not os.environ.get("ANOMALYR1_CACHE"):  # not setdefault: its argument would make an unused folder every run
-    os.environ["ANOMALYR1_CACHE"] = tempfile.mkdtemp(prefix="anomalyr1-test-cache-")
+    OWN_CACHE = os.environ["ANOMALYR1_CACHE"] = tempfile.mkdtemp(prefix="anomalyr1-test-cache-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if OWN_CACHE:  # this session's alone: left behind, every `python -m pytest` would leave ~10 MB in the temp dir
+        shutil.rmtree(OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
