@@ -164,7 +164,7 @@ class Config:
     lr: float | None = option(None, "AdamW learning rate after the warm-up")
     warmup_steps: int | None = option(None, "steps of linear learning-rate warm-up")
     max_grad_norm: float = option(1.0, "gradient-norm clip")
-    logprob_batch: int | None = option(None, "completions per log-prob forward/backward (default: G)")
+    logprob_batch: int | None = option(None, "completions per log-prob forward/backward, at most G (default: G)")
     grad_checkpointing: bool = option(True, "recompute activations in backward: less memory, slower")
     dtype: str | None = option(None, "compute precision, 'bf16' or 'fp32' (default: bf16 on CUDA, fp32 on CPU); "
                                      "master weights, gradients and AdamW stay fp32", choices=["bf16", "fp32"])
@@ -217,6 +217,8 @@ def resolve(cfg):
         (cfg.dtype in ("bf16", "fp32"), f"--dtype must be 'bf16' or 'fp32', got {cfg.dtype!r}"),
         *[(getattr(cfg, name) is None or getattr(cfg, name) >= low, f"{flag(name)}: must be >= {low}")
           for low, names in at_least.items() for name in names],
+        (cfg.logprob_batch is None or cfg.logprob_batch <= cfg.group_size,
+         f"{flag('logprob_batch')}: at most --group-size {cfg.group_size} (a forward packs one prompt's completions)"),
         (0 < cfg.lr < math.inf, f"{flag('lr')}: must be a number > 0, e.g. 1e-6"),  # nan and inf fail too
         (0 <= cfg.beta < math.inf, f"{flag('beta')}: must be >= 0 (0: no KL term)"),
         (0 < cfg.clip_eps < 1, f"{flag('clip_eps')}: must be in (0, 1), e.g. 0.2: ρ is clipped to [1-ε, 1+ε]"),

@@ -256,6 +256,9 @@ def check(cfg: Config):
         if value is not None and not value >= low:  # `not >=`: NaN is refused too
             need = "a positive" if low > 0 else "a non-negative"
             raise ValueError(f"--{name.replace('_', '-')} {value}: pass {need} number")
+    if cfg.logprob_batch is not None and cfg.logprob_batch > cfg.group_size:
+        raise ValueError(f"--logprob-batch {cfg.logprob_batch}: at most --group-size {cfg.group_size} (a log-prob "
+                         "forward packs one prompt's completions)")
     if not all(side >= 1 for side in cfg.image_size):
         raise ValueError(f"--image-size {' '.join(map(str, cfg.image_size))}: pass a positive width and height")
 

@@ -906,6 +906,19 @@ def grpo_max_grad_norm_negative(tmp, w):
 
 
 @case
+def grpo_logprob_batch_above_g(tmp, w):
+    """Was capped at G without a word (the user asked for bigger forwards than a group)."""
+    return grpo_flag_case(tmp, w, "--logprob-batch", 3)  # SMALL_RUN's G = 2
+
+
+@case
+def plan_logprob_batch_above_g(tmp, w):
+    """Was planned as P + 16·T tokens per forward, a forward grpo.py never runs."""
+    import plan
+    return Case(plan.main, ["--model", "tiny-config", "--group-size", 8, "--logprob-batch", 16], "--logprob-batch 16")
+
+
+@case
 def grpo_logprob_batch_zero(tmp, w):
     """Was read as "not given" (G)."""
     return grpo_flag_case(tmp, w, "--logprob-batch", 0)
