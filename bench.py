@@ -141,7 +141,7 @@ def run_ours(args, out):
     cfg = ours_config(args, out)
     rank, world, device = runs.setup_distributed()
     torch.set_num_threads(args.threads)  # grpo.py sets cores / local processes; the bench gives both sides --threads
-    checkpoint, train_set = grpo.prepare_run(cfg, world, device)
+    checkpoint, train_set, _ = grpo.prepare_run(cfg, world, device)
     policy, ref, processor = grpo.build_models(cfg, device, weights=checkpoint)
     optimizer = grpo.adamw(policy, cfg)
     class_counts, marks, tokens = collections.Counter(), [mark()], []
@@ -203,7 +203,7 @@ def run_trl(args, out):
 
 def step_samples(cfg):
     """The samples grpo.train uses, step after step."""
-    train_set = grpo.load_data(cfg)
+    train_set, _ = grpo.load_data(cfg)
     return [s for step in range(1, cfg.steps + 1) for s in runs.step_prompts(train_set, cfg, step)]
 
 

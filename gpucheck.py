@@ -99,7 +99,7 @@ def text_tokens(cfg, model_dir):
     import anomalyr1
     import grpo
     processor = anomalyr1.image_only_processor_class().from_pretrained(model_dir)
-    sample = grpo.load_data(cfg)[0]
+    sample = grpo.load_data(cfg)[0][0]
     ids = anomalyr1.prepare(processor, [sample], shots=cfg.shots, templates=cfg.templates)["input_ids"]  # [1, P]
     return int((ids != anomalyr1.special_id(processor, "<|image_pad|>")).sum())
 

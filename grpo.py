@@ -289,14 +289,15 @@ def fsdp_modules(model):
 # ----------------------------------------------------------------------------- data order
 
 def load_data(cfg):
-    """The few-shot training questions (§3.5: 600 images). Grounding questions only with the IoU reward."""
+    """(training questions, held-out questions): the json's few-shot split (§3.5: 600 images), every image checked
+    once. Grounding questions train only with the IoU reward."""
     path, root = synth.questions_file(cfg)
-    train_set = runs.few_shot_split(path, root, cfg.n_images, cfg.seed)[0]
+    train_set, held_out = data.few_shot(data.load_mmad(path, root), n_images=cfg.n_images, seed=cfg.seed)
     grounding = "iou" in reward_names(cfg)
     train_set = [s for s in train_set if grounding or s.question_type != data.GROUNDING]
     if not train_set:
         raise ValueError(f"{path}: no training questions (Defect Grounding ones need --rewards with iou)")
-    return train_set
+    return train_set, held_out
 
 
 def set_lr(optimizer, cfg, step):
@@ -423,8 +424,8 @@ def train(cfg):
     with cli.user_errors("grpo.py"):
         cfg = resolve(cfg)
         rank, world, device = runs.setup_distributed()
-        checkpoint, train_set = prepare_run(cfg, world, device)
-        watcher = watch.Watch(cfg, world, device, train_set, started)  # held-out accuracy, samples.jsonl, summary
+        checkpoint, train_set, held_out = prepare_run(cfg, world, device)
+        watcher = watch.Watch(cfg, world, device, train_set, held_out, started)  # held-out accuracy, samples, summary
         policy, ref, processor = build_models(cfg, device, weights=checkpoint)
     optimizer = adamw(policy, cfg)
     start, rows = runs.restore(policy, optimizer, checkpoint, cfg.out)
@@ -469,7 +470,8 @@ def train(cfg):
 
 
 def prepare_run(cfg, world, device):
-    """(checkpoint to resume from or None, training questions), after the checks a user's mistake can fail."""
+    """(checkpoint to resume from or None, training questions, held-out questions), after the checks a user's
+    mistake can fail."""
     if cfg.prompts_per_step % world:
         raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} must be a multiple of the {world} ranks: "
                          "each rank owns whole groups")
@@ -481,7 +483,7 @@ def prepare_run(cfg, world, device):
         if cfg.data is None:
             synth.ensure_synthetic()
     dist.barrier()
-    return checkpoint, load_data(cfg)
+    return checkpoint, *load_data(cfg)
 
 
 def run_settings(cfg):

@@ -289,20 +289,6 @@ def fsdp_hooks_paused(model):
 
 # ----------------------------------------------------------------------------- data order, seeds, stops
 
-def few_shot_split(path, root, n_images, seed):
-    """(train, held_out) questions of a json (§3.5): loaded and every image checked once per run, however many
-    parts of it ask (the training data, the held-out sample); an edited json is read again. Callers filter into
-    new lists."""
-    stamp = os.stat(path).st_mtime_ns if os.path.isfile(path) else None  # load_mmad says what is wrong otherwise
-    return _few_shot_split(path, root, n_images, seed, stamp)
-
-
-@functools.lru_cache(maxsize=2)
-def _few_shot_split(path, root, n_images, seed, stamp):
-    import data
-    return data.few_shot(data.load_mmad(path, root), n_images=n_images, seed=seed)
-
-
 @functools.lru_cache(maxsize=4)
 def epoch_order(n, seed):
     return random.Random(seed).sample(range(n), n)

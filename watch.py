@@ -32,13 +32,14 @@ import synth
 
 
 class Watch:
-    def __init__(self, cfg, world, device, train_set, started):
-        """`started`: time.time() when the run began, for the wall time in the summary. Picks the held-out sample
-        (the same on every rank); grpo.resolve has checked its flags before anything was built."""
+    def __init__(self, cfg, world, device, train_set, held_out, started):
+        """`held_out`: the split's questions the run never trains on; `started`: time.time() when the run began, for
+        the wall time in the summary. Picks the held-out sample (the same on every rank); grpo.resolve has checked
+        its flags before anything was built."""
         self.cfg, self.world, self.device = cfg, world, device
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.train_set, self.started = train_set, started
-        self.questions = heldout_questions(cfg, world) if cfg.eval_every else []
+        self.questions = heldout_questions(held_out, cfg, world) if cfg.eval_every else []
         self.heldout_seconds, self.start, self.answer = 0.0, 1, None  # answer: set by begin(), needs the policy
 
     def begin(self, start, rollout, policy, processor):
@@ -107,17 +108,15 @@ class Watch:
                   flush=True)
 
 
-def heldout_questions(cfg, world):
-    """--eval-questions held-out questions (fewer if the split holds fewer), spread over datasets, categories and
-    subtasks (data.spread_sample, seed 0), a multiple of the ranks, each asked as eval.py asks it."""
-    path, root = synth.questions_file(cfg)
-    held = runs.few_shot_split(path, root, cfg.n_images, cfg.seed)[1]  # loaded once: load_data read it first
-    held = [s for s in held if s.question_type != data.GROUNDING]  # scored by IoU, not a letter (eval.py's default)
+def heldout_questions(held_out, cfg, world):
+    """--eval-questions of the held-out questions (fewer if the split holds fewer), spread over datasets, categories
+    and subtasks (data.spread_sample, seed 0), a multiple of the ranks, each asked as eval.py asks it."""
+    held = [s for s in held_out if s.question_type != data.GROUNDING]  # scored by IoU, not a letter (eval.py's way)
     n = min(cfg.eval_questions, len(held))
     if n < world:  # a small data set of one's own: train anyway, say why nothing held-out is logged
         if dist.get_rank() == 0:
-            print(f"grpo.py: note: the held-out split of {path} has {len(held)} questions, fewer than the {world} "
-                  "ranks: no held-out accuracy this run (--eval-every is off)", file=sys.stderr)
+            print(f"grpo.py: note: the held-out split of {synth.questions_file(cfg)[0]} has {len(held)} questions, "
+                  f"fewer than the {world} ranks: no held-out accuracy this run (--eval-every is off)", file=sys.stderr)
         return []
     return [eval.asked(s) for s in data.spread_sample(held, n - n % world, seed=0)]
 

@@ -78,12 +78,12 @@ def test_plot_draws_the_heldout_panel(run, capsys):
 
 def test_heldout_questions_are_the_runs_own_heldout_images(synthetic):
     cfg = grpo.resolve(grpo.Config(eval_questions=7, out="unused"))
-    questions = watch.heldout_questions(cfg, world=2)
+    train_set, held_out = grpo.load_data(cfg)
+    questions = watch.heldout_questions(held_out, cfg, world=2)
     assert len(questions) == 6  # a multiple of the ranks: every rank makes the same generate calls
-    trained = {s.image for s in grpo.load_data(cfg)}
-    assert not trained & {s.image for s in questions}
+    assert not {s.image for s in train_set} & {s.image for s in questions}
     assert len({s.category for s in questions}) > 1  # spread, not the json's first questions
-    assert watch.heldout_questions(cfg, world=2) == questions  # fixed: the same sample at every measure
+    assert watch.heldout_questions(held_out, cfg, world=2) == questions  # fixed: the same sample at every measure
 
 
 def test_heldout_is_asked_and_scored_as_eval_py_does(synthetic):
@@ -117,7 +117,7 @@ def test_resume_drops_the_samples_it_will_replay(tmp_path):
         f.write('{"step": 4, "te')  # killed mid-line
     cfg = grpo.resolve(grpo.Config(out=str(out), eval_every=0))
     import torch
-    w = watch.Watch(cfg, 1, torch.device("cpu"), [], 0.0)
+    w = watch.Watch(cfg, 1, torch.device("cpu"), [], [], 0.0)
     assert w.begin(3, None, None, None) == []  # --resume from step 2's checkpoint: steps 3.. run again
     assert [s["step"] for s in lines(out / "samples.jsonl")] == [1, 2]
 
