@@ -232,10 +232,6 @@ def resolve(cfg):
     return cfg
 
 
-def reward_names(cfg):
-    return roam.reward_names(cfg.rewards)
-
-
 # ----------------------------------------------------------------------------- distributed and models
 
 def build_models(cfg, device, weights=None):
@@ -293,7 +289,7 @@ def load_data(cfg):
     once. Grounding questions train only with the IoU reward."""
     path, root = synth.questions_file(cfg)
     train_set, held_out = data.few_shot(data.load_mmad(path, root), n_images=cfg.n_images, seed=cfg.seed)
-    grounding = "iou" in reward_names(cfg)
+    grounding = "iou" in roam.reward_names(cfg.rewards)
     train_set = [s for s in train_set if grounding or s.question_type != data.GROUNDING]
     if not train_set:
         raise ValueError(f"{path}: no training questions (Defect Grounding ones need --rewards with iou)")
@@ -358,7 +354,7 @@ def score(prompts, texts, batches, processor, cfg, class_counts):
         group = texts[i * G:(i + 1) * G]
         answer = gold_answer(sample, batch, processor)
         # one parse per completion gives every reward part and the logged accuracy and consistency (§3.3)
-        scores, logs = roam.judge_group(reward_names(cfg), group, answer, sample.options, label=sample.label,
+        scores, logs = roam.judge_group(cfg.rewards, group, answer, sample.options, label=sample.label,
                                         class_counts=class_counts)
         for name, values in scores.items():
             parts[name] += values
@@ -388,8 +384,9 @@ def train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, devi
         ref_logp = [logprobs(ref, *c) if ref is not None else None for c in chunks]
         # π_θold: needed only when the same rollout is reused (μ > 1); with μ = 1, ρ = 1 exactly (grpo_loss)
         old_logp = [logprobs(policy, *c) if cfg.inner_steps > 1 else None for c in chunks]
-    # eq. (3)'s denominator for the whole step, all ranks: G completions ("seq") or Σ|o_i| tokens ("token")
-    normaliser = runs.all_reduce({"n": len(mask) if cfg.norm == "seq" else mask.sum()}, device)["n"]
+    # eq. (3)'s denominator for the whole step, all ranks: its P·G completions ("seq") or Σ|o_i| tokens ("token")
+    normaliser = (cfg.prompts_per_step * cfg.group_size if cfg.norm == "seq"
+                  else runs.all_reduce({"n": mask.sum()}, device)["n"])
     stats = collections.Counter()
     for _ in range(cfg.inner_steps):
         optimizer.zero_grad(set_to_none=True)
@@ -470,8 +467,7 @@ def train(cfg):
 
 
 def prepare_run(cfg, world, device):
-    """(checkpoint to resume from or None, training questions, held-out questions), after the checks a user's
-    mistake can fail."""
+    """(checkpoint to resume from or None, training, held-out questions), after the checks a user's mistake can fail."""
     if cfg.prompts_per_step % world:
         raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} must be a multiple of the {world} ranks: "
                          "each rank owns whole groups")
