@@ -40,7 +40,7 @@ QWEN_SPECIAL_TOKENS = [
     "<|image_pad|>", "<|video_pad|>",
 ]
 
-TINY_VERSION = "tiny-v2"  # bump whenever the build changes: the cache is keyed by it
+TINY_VERSION = "tiny-v3"  # bump whenever the build changes: the cache is keyed by it
 DEFECTS = ["Scratch.", "Hole.", "Stain.", "Crack.", "Contamination.", "Deformation.", "Missing part.", "Color defect."]
 REGIONS = ["Top left.", "Top.", "Top right.", "Left.", "Center.", "Right.", "Bottom left.", "Bottom.", "Bottom right."]
 PRODUCTS = ["Metal plate.", "Fabric.", "Bottle top.", "Pcb.", "Pill.", "Screw.", "Cable.", "Bottle.", "Carpet.",
@@ -69,8 +69,12 @@ def warmup_example(rng):
     """
     question, pool, k = WARMUP_QUESTIONS[rng.randrange(len(WARMUP_QUESTIONS))]
     if k == 0:
-        x1, y1 = rng.randrange(0, 150), rng.randrange(0, 150)
-        box = [x1, y1, x1 + rng.randrange(10, 70), y1 + rng.randrange(10, 70)]
+        # A box in the frame the model sees (at most 112 × 112 px): x1, y1 in 10-49, x2, y2 in 60-99, two digits each,
+        # so a 2-layer LM writes a box with an area by learning which digits go where; with corners drawn anywhere
+        # it wrote x1 > x2 (nothing to draw, IoU 0 for every sample). The four draws are the ones the build has
+        # always made, so the rest of the warm-up and the tokenizer stay as they were.
+        x, y, w, h = rng.randrange(0, 150), rng.randrange(0, 150), rng.randrange(10, 70), rng.randrange(10, 70)
+        box = [10 + x % 40, 10 + y % 40, 60 + w % 40, 60 + h % 40]
         return question, {}, (f"<think>The defect is a small region that differs from the normal sample.</think>"
                               f'<answer>{{"bbox_2d": {json.dumps(box)}}}</answer>')
     options = dict(zip("ABCD", rng.sample(pool, k)))
