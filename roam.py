@@ -361,9 +361,10 @@ def reward_names(names) -> list[str]:
     valid = sorted(REWARDS) + ["rare"]
     unknown = [n for n in names if n not in valid]
     choose = f"choose from {', '.join(valid)}, e.g. accuracy,roam"
-    if unknown or not names:
-        raise ValueError(f"unknown reward {', '.join(map(repr, unknown))}; {choose}" if unknown else
-                         f"no reward named; {choose}")
+    if unknown:
+        raise ValueError(f"unknown reward {', '.join(map(repr, unknown))}; {choose}")
+    if not names:
+        raise ValueError(f"no reward named; {choose}")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"{', '.join(map(repr, twice))} named twice (it would count double); name each reward once")

@@ -71,8 +71,9 @@ def warmup_example(rng):
     if k == 0:
         # A box in the frame the model sees (at most 112 × 112 px): x1, y1 in 10-49, x2, y2 in 60-99, two digits each,
         # so a 2-layer LM writes a box with an area by learning which digits go where; with corners drawn anywhere
-        # it wrote x1 > x2 (nothing to draw, IoU 0 for every sample). The four draws are the ones the build has
-        # always made, so the rest of the warm-up and the tokenizer stay as they were.
+        # it wrote x1 > x2 (nothing to draw, IoU 0 for every sample). Four draws mapped into those ranges, not four
+        # draws from them: how many random numbers a box takes decides every later warm-up example and the tokenizer's
+        # corpus, and the README's ROAM figures were measured on this stream.
         x, y, w, h = rng.randrange(0, 150), rng.randrange(0, 150), rng.randrange(10, 70), rng.randrange(10, 70)
         box = [10 + x % 40, 10 + y % 40, 60 + w % 40, 60 + h % 40]
         return question, {}, (f"<think>The defect is a small region that differs from the normal sample.</think>"
