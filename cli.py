@@ -18,8 +18,10 @@ list[str] -> a repeatable flag; anything else one value of that type. A field wi
 import argparse
 import contextlib
 import dataclasses
+import os
 import re
 import sys
+import time
 import typing
 
 REQUIRED = dataclasses.MISSING  # cli.option(cli.REQUIRED, ...): the user must give it
@@ -38,8 +40,8 @@ class Parser(argparse.ArgumentParser):
     Its subcommands' parsers are of this class too (argparse makes them with the parent's class)."""
 
     def error(self, message):
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
+        # under torchrun every rank parses the same command line: one line, not one per rank
+        exit_with(f"{self.prog}: error: {message} (see --help)", every_rank=False)
 
 
 def parser(description, prog=None):
@@ -92,12 +94,23 @@ def given(parser, argv=None) -> dict:
     return vars(parser.parse_args(argv))
 
 
+def exit_with(line, every_rank=True):
+    """Print `line` on stderr and exit 2. every_rank=False (a mistake every rank makes alike, in the flags): only
+    the first of torchrun's ranks prints, and the others wait for it to exit first, because torchrun stops every
+    rank at the first exit it sees and could stop the first one before it has printed."""
+    if every_rank or os.environ.get("RANK", "0") == "0":  # RANK: set by torchrun, before any process group exists
+        print(line, file=sys.stderr)
+    else:
+        time.sleep(10)
+    raise SystemExit(2)
+
+
 @contextlib.contextmanager
-def user_errors(prog, errors=(ValueError, OSError)):
+def user_errors(prog, errors=(ValueError, OSError), same_on_every_rank=False):
     """Inside this block a ValueError or OSError is the user's to fix (a path, a flag, a file's content): print
-    `prog: error: <message>` and exit 2. The message must name the file or flag and the fix."""
+    `prog: error: <message>` and exit 2. The message must name the file or flag and the fix. With
+    same_on_every_rank (checks of the flags alone) only the first rank prints it: N copies of one line otherwise."""
     try:
         yield
     except errors as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with(f"{prog}: error: {e}", every_rank=not same_on_every_rank)

@@ -102,6 +102,16 @@ def test_torchrun_fsdp2_two_processes(tiny, synthetic, tmp_path):
     assert processor.tokenizer.convert_tokens_to_ids(anomalyr1.END_OF_TURN) == model.config.text_config.eos_token_id
 
 
+@pytest.mark.parametrize("flag", [["--group-size", "0"], ["--no-such-flag"]], ids=["bad-value", "unknown"])
+def test_torchrun_prints_a_flag_error_once(tmp_path, flag):
+    """Every rank reads the same flags: one error line, from the first rank, not one per rank."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "grpo.py",
+           "--out", str(tmp_path / "run"), *flag]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and r.stderr.count("grpo.py: error:") == 1, r.stderr[-3000:]
+    assert flag[0] in r.stderr and not (tmp_path / "run").exists()
+
+
 def test_resume_replays_exactly(tiny, synthetic, tmp_path):
     # step 3's metrics need the weights, the data position and the sampling restored; the final weights need
     # AdamW's state too
