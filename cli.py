@@ -40,8 +40,7 @@ class Parser(argparse.ArgumentParser):
     Its subcommands' parsers are of this class too (argparse makes them with the parent's class)."""
 
     def error(self, message):
-        # under torchrun every rank parses the same command line: one line, not one per rank
-        exit_with(f"{self.prog}: error: {message} (see --help)", every_rank=False)
+        exit_with(f"{self.prog}: error: {message} (see --help)")
 
 
 def parser(description, prog=None):
@@ -94,23 +93,22 @@ def given(parser, argv=None) -> dict:
     return vars(parser.parse_args(argv))
 
 
-def exit_with(line, every_rank=True):
-    """Print `line` on stderr and exit 2. every_rank=False (a mistake every rank makes alike, in the flags): only
-    the first of torchrun's ranks prints, and the others wait for it to exit first, because torchrun stops every
-    rank at the first exit it sees and could stop the first one before it has printed."""
-    if every_rank or os.environ.get("RANK", "0") == "0":  # RANK: set by torchrun, before any process group exists
-        print(line, file=sys.stderr)
-    else:
+def exit_with(line):
+    """Print `line` on stderr and exit 2. Under torchrun every rank usually meets the same mistake (the same flags,
+    files, folders): the first rank prints at once, the others only after a pause, by which time torchrun, which
+    stops every rank at the first exit it sees (0.1 s), has stopped them. A mistake only one rank meets (its
+    device, say) is still printed, by that rank, after the pause."""
+    if os.environ.get("RANK", "0") != "0":  # RANK: set by torchrun, before any process group exists
         time.sleep(10)
+    print(line, file=sys.stderr)
     raise SystemExit(2)
 
 
 @contextlib.contextmanager
-def user_errors(prog, errors=(ValueError, OSError), same_on_every_rank=False):
+def user_errors(prog, errors=(ValueError, OSError)):
     """Inside this block a ValueError or OSError is the user's to fix (a path, a flag, a file's content): print
-    `prog: error: <message>` and exit 2. The message must name the file or flag and the fix. With
-    same_on_every_rank (checks of the flags alone) only the first rank prints it: N copies of one line otherwise."""
+    `prog: error: <message>` and exit 2 (exit_with). The message must name the file or flag and the fix."""
     try:
         yield
     except errors as e:
-        exit_with(f"{prog}: error: {e}", every_rank=not same_on_every_rank)
+        exit_with(f"{prog}: error: {e}")

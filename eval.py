@@ -445,6 +445,9 @@ def check_config(cfg: Config):
             raise ValueError(f"--{name.replace('_', '-')} {value}: pass a positive number of {what}")
     if cfg.out and os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
         raise ValueError(f"--out {cfg.out}: is a file; pass a folder for the answers and tables")
+    if cfg.model != "tiny":  # headers only: a wrong folder is named before --out is made
+        import anomalyr1
+        anomalyr1.check_model_folder(cfg.model)
     if cfg.device is not None:
         import torch
         try:
@@ -486,7 +489,9 @@ def evaluate(cfg: Config) -> dict:
     if cfg.shots is None:  # score a trained model the way it was trained
         trained = training_shots(cfg.model)
         cfg = dataclasses.replace(cfg, shots=1 if trained is None else trained)
-        print(f"--shots {cfg.shots} ({'as trained' if trained is not None else 'MMAD Table 2'})", file=sys.stderr)
+        why = ("grpo.py's for the tiny model" if cfg.model == "tiny" else "as trained" if trained is not None
+               else "MMAD Table 2")
+        print(f"--shots {cfg.shots} ({why})", file=sys.stderr)
     name = "tiny" if cfg.model == "tiny" else os.path.basename(os.path.normpath(cfg.model))
     out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
     samples, json_path = load_questions(cfg)

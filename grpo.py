@@ -229,6 +229,8 @@ def resolve(cfg):
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    if cfg.model != "tiny" and not cfg.plan:  # headers only: named before the run folder is made (--plan: no weights)
+        anomalyr1.check_model_folder(cfg.model)
     return cfg
 
 
@@ -418,9 +420,8 @@ def train(cfg):
     held-out measure before training), the same on every rank."""
     from tqdm import tqdm
     started = time.time()
-    with cli.user_errors("grpo.py", same_on_every_rank=True):
-        cfg = resolve(cfg)
     with cli.user_errors("grpo.py"):
+        cfg = resolve(cfg)
         rank, world, device = runs.setup_distributed()
         checkpoint, train_set, held_out = prepare_run(cfg, world, device)
         watcher = watch.Watch(cfg, world, device, train_set, held_out, started)  # held-out accuracy, samples, summary
@@ -528,7 +529,7 @@ def parse_config(argv=None):
 
 
 def main(argv=None):
-    with cli.user_errors("grpo.py", same_on_every_rank=True):
+    with cli.user_errors("grpo.py"):
         cfg = parse_config(argv)
         if cfg.plan:
             import plan  # here, not at the top: it loads transformers' Qwen2.5-VL modelling (~4 s) for --plan alone

@@ -102,9 +102,10 @@ def test_torchrun_fsdp2_two_processes(tiny, synthetic, tmp_path):
     assert processor.tokenizer.convert_tokens_to_ids(anomalyr1.END_OF_TURN) == model.config.text_config.eos_token_id
 
 
-@pytest.mark.parametrize("flag", [["--group-size", "0"], ["--no-such-flag"]], ids=["bad-value", "unknown"])
-def test_torchrun_prints_a_flag_error_once(tmp_path, flag):
-    """Every rank reads the same flags: one error line, from the first rank, not one per rank."""
+@pytest.mark.parametrize("flag", [["--group-size", "0"], ["--no-such-flag"], ["--model", "/nonexistent/model"]],
+                         ids=["bad-value", "unknown", "no-model-folder"])
+def test_torchrun_prints_a_mistake_once(tmp_path, flag):
+    """Every rank meets the same mistake: one error line, from the first rank, not one per rank."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "grpo.py",
            "--out", str(tmp_path / "run"), *flag]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
