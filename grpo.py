@@ -195,6 +195,10 @@ TINY = dict(prompts_per_step=8, steps=40, max_completion=48, lr=1e-3, warmup_ste
 REAL = dict(prompts_per_step=8, steps=1000, max_completion=256, lr=1e-6, warmup_steps=10, shots=1, save_every=100,
             eval_every=0)
 PLAN_ONLY = ("plan", "gpus", "gpu_gb")  # not settings of the run: left out of its trainer_state.json
+# what --resume may change: how long the run goes on, what it logs and keeps, how it fits in memory. Any other
+# setting (rewards, G, lr, data, seed, ...) would continue the checkpoint as another run than the one it belongs to
+RESUME_MAY_CHANGE = ("steps", "save_every", "keep", "eval_every", "eval_questions", "log_samples", "logprob_batch",
+                     "grad_checkpointing", "rollout_reshard", "dtype")
 
 
 def resolve(cfg):
@@ -525,6 +529,12 @@ def parse_config(argv=None):
     saved = runs.saved_config(given["resume"]) if given.get("resume") else {}
     names = {f.name for f in dataclasses.fields(Config)}
     saved = {k: v for k, v in saved.items() if k in names and k not in ("out", "resume", *PLAN_ONLY)}
+    changed = [k for k, v in given.items() if k in saved and v != saved[k] and k not in RESUME_MAY_CHANGE]
+    if changed:
+        flags = ", ".join(f"--{k.replace('_', '-')} {given[k]} (the run's: {saved[k]})" for k in changed)
+        raise ValueError(f"--resume {given['resume']}: {flags}; a resumed run continues with its own settings, so "
+                         f"leave {'it' if len(changed) == 1 else 'them'} out, or start a new run from its weights: "
+                         f"--model {os.path.join(given['resume'], 'final')} (or a step-*/) --out NEW_FOLDER")
     return Config(**{**saved, **given})
 
 

@@ -206,3 +206,13 @@ def test_corrupt_trainer_state_of_the_only_checkpoint_names_the_file(done, run, 
         shutil.rmtree(run / name)
     (run / "step-000001" / runs.STATE).write_text('{"step": 1,\n')
     one_error_line(run_main(["--resume", run]), capsys.readouterr().err, f"{run}/step-000001/trainer_state.json")
+
+
+@pytest.mark.parametrize("flags, culprit", [(["--rewards", "accuracy,format"], "--rewards accuracy,format"),
+                                            (["--group-size", "4", "--lr", "0.1"], "--lr 0.1")])
+def test_resume_refuses_other_settings(done, run, capsys, flags, culprit):
+    """A resumed run continues the checkpoint's run: another reward, G or lr would be another run. Before, the
+    rewards changed silently and the summary crashed on a reward part the earlier rows lacked (KeyError)."""
+    before = sorted(os.listdir(run))
+    line = one_error_line(run_main(["--resume", run, "--steps", "4", *flags]), capsys.readouterr().err, culprit)
+    assert "--model" in line and sorted(os.listdir(run)) == before
