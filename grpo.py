@@ -118,6 +118,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import time
 import warnings
@@ -421,7 +422,8 @@ def train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, devi
 
 def train(cfg):
     """GRPO with `cfg`; returns the rows of metrics.jsonl (one dict per step, with --eval-every a step-0 row of the
-    held-out measure before training), the same on every rank."""
+    held-out measure before training), the same on every rank. Raises runs.Stopped, after saving, when SIGINT or
+    SIGTERM stopped it early."""
     from tqdm import tqdm
     started = time.time()
     with cli.user_errors("grpo.py"):
@@ -469,6 +471,8 @@ def train(cfg):
                 break
     watcher.summary(rows)
     runs.release()  # the run folder's lock
+    if stopping:  # saved; the caller learns that the run stopped early, not that it finished
+        raise runs.Stopped(stop["signal"] or signal.SIGTERM)
     return rows
 
 
@@ -545,15 +549,19 @@ def main(argv=None):
             import plan  # here, not at the top: it loads transformers' Qwen2.5-VL modelling (~4 s) for --plan alone
             print(plan.for_run(resolve(dataclasses.replace(cfg, dtype=cfg.dtype or "bf16"))))  # the plan is for GPUs
             return 0
+    status = 0
     try:
-        train(cfg)
+        try:
+            train(cfg)
+        except runs.Stopped as stopped:  # Ctrl-C or SIGTERM: saved, and the status says so, as a shell reports it
+            status = 128 + stopped.signum
         # rank 0 may still be writing the final checkpoint: no rank tears the group down under it (without this
         # barrier about 1 torchrun in 6 ended rc=1, rank 1 SIGABRT)
         dist.barrier()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

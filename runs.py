@@ -308,6 +308,14 @@ def seed_step(cfg, step, rank):
     torch.manual_seed(s)  # also seeds CUDA
 
 
+class Stopped(Exception):
+    """grpo.train stopped early on a signal, after saving: `--resume` continues it."""
+
+    def __init__(self, signum):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
 @contextlib.contextmanager
 def stop_signals():
     """SIGTERM/SIGINT set stop["signal"] instead of killing: the step finishes, saves, and the run exits cleanly."""
