@@ -84,6 +84,9 @@ def newest_checkpoint(folder):
     if damaged:
         raise ValueError(f"--resume {folder}: its only checkpoint(s) are damaged, {damaged[0][1]}; restore the file "
                          "from a backup, or start over with a new --out")
+    if holder := lock_holder(folder):
+        raise ValueError(f"--resume {folder}: a run is training there (pid {holder} holds its {LOCK}) and has not "
+                         f"saved a checkpoint yet: wait for it to end, or stop it (kill {holder}) and resume then")
     if os.path.isfile(os.path.join(folder, "metrics.jsonl")):
         raise ValueError(f"--resume {folder}: no checkpoint there yet (the run stopped before its first save); start "
                          "it over: run the command that started it again, without --resume")
@@ -164,6 +167,21 @@ def lock(out):
             shutil.rmtree(os.path.join(out, name), ignore_errors=True)
         elif name == "metrics.jsonl.tmp":
             os.remove(os.path.join(out, name))
+
+
+def lock_holder(out):
+    """The PID in OUT/run.lock while a run holds the lock (it is training there now), or None."""
+    try:
+        fd = os.open(os.path.join(out, LOCK), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released by the close below
+        return None
+    except BlockingIOError:
+        return os.read(fd, 64).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)
 
 
 def release():

@@ -142,6 +142,25 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_reclaimed(done, run,
     finished(run)
 
 
+def test_resume_of_a_run_training_before_its_first_save_says_so(tmp_path, capsys):
+    """It used to say that the run had stopped before its first save and should be started over: a live run's
+    folder, with a second writer about to start."""
+    out = tmp_path / "live"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    holder = subprocess.Popen([sys.executable, "-c", "import runs, sys, time; runs.lock(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(300)", str(out)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = one_error_line(run_main(["--resume", out]), capsys.readouterr().err, f"pid {holder.pid}")
+        assert "training there" in line and "start it over" not in line
+    finally:
+        holder.kill()
+        holder.wait()
+    one_error_line(run_main(["--resume", out]), capsys.readouterr().err, "without --resume")  # a dead run's folder
+
+
 def test_resume_into_an_out_holding_another_run_is_refused(done, run, tmp_path, capsys):
     other = pathlib.Path(shutil.copytree(done, tmp_path / "other"))
     listing, metrics = sorted(os.listdir(other)), (other / "metrics.jsonl").read_bytes()
