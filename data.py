@@ -290,7 +290,7 @@ def _read_questions_json(json_path, root) -> dict:
     if not os.path.isfile(json_path):
         raise FileNotFoundError(f"{json_path}: no such file; run `python data.py build` or download MMAD's mmad.json")
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{fname}: data root {root} is not a folder; pass --root to the folder holding "
+        raise FileNotFoundError(f"{json_path}: data root {root} is not a folder; pass --root to the folder holding "
                                 "the images")
     try:
         with open(json_path, encoding="utf-8") as f:
@@ -358,7 +358,9 @@ def load_mmad(json_path, root) -> list[Sample]:
     if bad:
         shown = "; ".join(f"{p if p.isprintable() and p else repr(p)} {why}" for p, why in bad[:3])
         fixes = "; ".join(v for k, v in FIXES.items() if any(why.split()[0] == k for _, why in bad))
-        raise ValueError(f"{fname}: {len(bad)} image problems under {root} (first: {shown}). Fix: {fixes}")
+        listing = f"the first 3: {shown}" if len(bad) > 3 else shown
+        raise ValueError(f"{json_path}: {len(bad)} image problem{'s' * (len(bad) > 1)} under {root} ({listing}). "
+                         f"Fix: {fixes}")
     return samples
 
 

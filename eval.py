@@ -483,6 +483,14 @@ def check_setting(out, setting):
         write_atomic(path, json.dumps(setting, indent=1))
 
 
+def model_name(model):
+    """The model's name in tables and the default --out: 'tiny', its folder's name, or RUN-final (RUN-step-NNNNNN)
+    for a grpo.py checkpoint, since every run's is called final."""
+    path = os.path.normpath(os.path.abspath(model)) if model != "tiny" else model
+    base = os.path.basename(path)
+    return f"{os.path.basename(os.path.dirname(path))}-{base}" if base == "final" or base.startswith("step-") else base
+
+
 def evaluate(cfg: Config) -> dict:
     """Answer, score and write OUT/answers.jsonl, results.json, results.md; return results."""
     check_config(cfg)
@@ -492,7 +500,7 @@ def evaluate(cfg: Config) -> dict:
         why = ("grpo.py's for the tiny model" if cfg.model == "tiny" else "as trained" if trained is not None
                else "MMAD Table 2")
         print(f"--shots {cfg.shots} ({why})", file=sys.stderr)
-    name = "tiny" if cfg.model == "tiny" else os.path.basename(os.path.normpath(cfg.model))
+    name = model_name(cfg.model)
     out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
     samples, json_path = load_questions(cfg)
     os.makedirs(out, exist_ok=True)

@@ -229,7 +229,9 @@ def resolve(cfg):
         (0 < cfg.clip_eps < 1, f"{flag('clip_eps')}: must be in (0, 1), e.g. 0.2: ρ is clipped to [1-ε, 1+ε]"),
         (cfg.max_grad_norm > 0, f"{flag('max_grad_norm')}: must be > 0 (inf: no clipping)"),
         (0 < cfg.temperature < math.inf, f"{flag('temperature')}: must be > 0, e.g. 1.0 (a group needs G samples)"),
-        (cfg.data is None or os.path.isfile(cfg.data), f"--data {cfg.data}: no such file (an MMAD-schema json)"),
+        (cfg.data is None or os.path.isfile(cfg.data), f"--data {cfg.data}: " + ("a folder; pass its questions json "
+         "(python data.py build makes one from an MVTec-layout folder)" if os.path.isdir(cfg.data or "") else
+         "no such file (an MMAD-schema json)")),
     ]
     for ok, message in checks:
         if not ok:
@@ -526,7 +528,8 @@ def parse_config(argv=None):
     flags given now override it (e.g. --steps 2000 to train further)."""
     p = cli.parser("GRPO + ROAM training of Qwen2.5-VL (AnomalyR1). python grpo.py | torchrun --nproc_per_node=N "
                    "grpo.py")
-    cli.add_flags(p, Config, lambda f: f"tiny {TINY[f.name]}, else {REAL[f.name]}" if f.name in TINY else f.default)
+    cli.add_flags(p, Config, lambda f: f.default if f.name not in TINY else TINY[f.name]
+                  if TINY[f.name] == REAL[f.name] else f"tiny {TINY[f.name]}, else {REAL[f.name]}")
     given = cli.given(p, argv)
     if given.get("plan") and "model" not in given:
         given["model"] = "qwen2.5-vl-3b"

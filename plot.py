@@ -123,8 +123,10 @@ def plot(cfg: Config):
         os.path.dirname(r) if r.endswith(".jsonl") else r)) for r in cfg.runs]
     if len(labels) != len(cfg.runs):
         raise ValueError(f"--labels names {len(labels)} runs, but {len(cfg.runs)} were given")
-    if cfg.smooth < 1 or cfg.dpi < 10:
-        raise ValueError(f"--smooth {cfg.smooth} --dpi {cfg.dpi}: pass --smooth >= 1 steps (1: raw), --dpi >= 10")
+    if cfg.smooth < 1:
+        raise ValueError(f"--smooth {cfg.smooth}: pass a number of steps >= 1 (1: the raw points)")
+    if cfg.dpi < 10:
+        raise ValueError(f"--dpi {cfg.dpi}: pass 10 or more (110: the default)")
     if len(set(labels)) != len(labels):  # two runs/grpo folders from different places: keep both visible
         labels = [f"{label} ({i + 1})" for i, label in enumerate(labels)]
     runs = {label: read_metrics(run) for label, run in zip(labels, cfg.runs)}

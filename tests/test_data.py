@@ -321,7 +321,7 @@ def test_missing_image_named(tmp_path):
     root, recs = _mmad_fixture(tmp_path)
     os.remove(root / "MVTec-AD/bottle/test/good/001.png")
     msg = _load_error(tmp_path, recs, root)
-    assert "mmad.json" in msg and "1 image problems" in msg and "MVTec-AD/bottle/test/good/001.png missing" in msg
+    assert "mmad.json" in msg and "1 image problem under" in msg and "MVTec-AD/bottle/test/good/001.png missing" in msg
     assert "--root" in msg                                                    # says what to do
 
 

@@ -360,3 +360,11 @@ def test_compare_warns_when_settings_differ(tmp_path):
     assert "a: 160 questions, 0-shot" in same and "WARNING" not in same
     other = ev.compare([result("c", 0, 160), result("d", 1, 50)])
     assert "WARNING: these results differ in shots, questions" in other
+
+
+def test_checkpoints_are_named_after_their_run():
+    """Every grpo.py run's checkpoint is called final: two runs' evals would share runs/eval/final_0shot (the
+    second then refused: answers of another setting) and both read "final" in the tables."""
+    assert ev.model_name("runs/grpo/final") == "grpo-final" and ev.model_name("runs/classical/final/") == "classical-final"
+    assert ev.model_name("runs/try/step-000020") == "try-step-000020"
+    assert ev.model_name("/models/Qwen2.5-VL-3B-Instruct") == "Qwen2.5-VL-3B-Instruct" and ev.model_name("tiny") == "tiny"
