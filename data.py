@@ -284,7 +284,6 @@ def _turn_problem(turn) -> str | None:
 
 def _read_questions_json(json_path, root) -> dict:
     """The json's records as a non-empty dict, or one error naming the file (or the root) and the fix."""
-    fname = os.path.basename(json_path)
     if os.path.isdir(json_path):
         raise ValueError(f"{json_path}: is a folder; pass the questions json inside it (e.g. mmad.json)")
     if not os.path.isfile(json_path):
