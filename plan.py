@@ -172,7 +172,7 @@ def estimate(c, config, gpus, group_size, logprob_batch, prompts_per_step, max_c
     gather = e * (c["root"] + 2 * c["unit"])  # unsharded root + the computing and the prefetched unit
     rows = [("persistent (all step)", None, ""),
             ("parameters", 4 * c["shard"], "fp32 master shards (bf16 compute via MixedPrecisionPolicy)"),
-            ("gradients", 4 * c["shard"], "fp32 shards (each unit reduce-scattered in bf16)"),
+            ("gradients", 4 * c["shard"], "fp32 shards (each unit reduce-scattered in fp32)"),
             ("AdamW state", 8 * c["shard"] + 4 * c["tensors"], "exp_avg + exp_avg_sq fp32 shards, 4-B step each"),
             ("reference model", e * c["shard"] if beta > 0 else 0,
              f"{dtype} shards, frozen" if beta > 0 else "none: beta = 0")]

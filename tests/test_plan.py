@@ -176,6 +176,17 @@ def test_cli_prints_the_plan_and_errors_in_one_line(tmp_path, capsys):
         assert e.value.code == 2 and err.startswith("plan.py: error: ") and err.count("\n") == 1, argv
 
 
+def test_readme_quotes_the_plan_as_printed(capsys):
+    """The README's 4-GPU plan is this command's output, line for line (it went stale once: 5.02 for 6.61)."""
+    import grpo
+    command = "python grpo.py --plan --model qwen2.5-vl-3b --gpus 4 --group-size 8"
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+        readme = f.read()
+    quoted = readme.split(f"$ {command}\n", 1)[1].split("```", 1)[0]
+    assert grpo.main(command.split()[2:]) == 0
+    assert capsys.readouterr().out == quoted
+
+
 def test_materialized_model_trains_and_its_images_cost_what_the_plan_says(tiny, synthetic, tmp_path):
     """plan.py --materialize writes the random-weight model a GPU session measures the plan with: grpo.py must
     train it as it is, and its processor must turn a 1000×800 image into the tokens the plan counts."""
