@@ -104,6 +104,19 @@ def text_tokens(cfg, model_dir):
     return int((ids != anomalyr1.special_id(processor, "<|image_pad|>")).sum())
 
 
+def run_config(c, model_dir=None, data=None):
+    """grpo.py's settings for this check (memory and speed only), refused by grpo.resolve when a flag is out of
+    range. The message names this script's --prompts, not grpo.py's --prompts-per-step: the flag the user typed."""
+    import grpo
+    try:
+        return grpo.resolve(grpo.Config(model=model_dir, data=data, steps=c.steps, save_every=c.steps,
+                                        prompts_per_step=c.prompts, group_size=c.group_size, shots=c.shots,
+                                        max_completion=c.max_completion, out=os.path.join(c.out, "run"),
+                                        eval_every=0, log_samples=0))
+    except ValueError as e:
+        raise ValueError(str(e).replace("--prompts-per-step", "--prompts")) from None
+
+
 def check(c):
     """Build, train, compare. Returns the exit status: 1 when the measured peak is over the plan."""
     import grpo
@@ -113,12 +126,9 @@ def check(c):
     model_dir = os.path.join(c.out, f"model-{name}-shard-of-{c.shard_of}")  # random weights: built once, reused
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         plan.materialize(cut, model_dir)
-    run_dir = os.path.join(c.out, "run")
+    cfg = run_config(c, model_dir, resized_data(c.out, size))
+    run_dir = cfg.out
     shutil.rmtree(run_dir, ignore_errors=True)  # this command's own scratch run, from an earlier check
-    cfg = grpo.resolve(grpo.Config(model=model_dir, data=resized_data(c.out, size), steps=c.steps, save_every=c.steps,
-                                   prompts_per_step=c.prompts, group_size=c.group_size, shots=c.shots,
-                                   max_completion=c.max_completion, out=run_dir,
-                                   eval_every=0, log_samples=0))  # memory and speed only
     on_cuda = torch.cuda.is_available()
     flash = on_cuda and importlib.util.find_spec("flash_attn") is not None  # anomalyr1.load's rule
     gpu_gb = torch.cuda.get_device_properties(0).total_memory / plan.GiB if on_cuda else 80.0
@@ -161,6 +171,7 @@ def main(argv=None):
         c = Check(**cli.given(p, argv))
         if "x" not in c.image_size.lower():
             raise ValueError(f"--image-size {c.image_size}: give WxH, e.g. 1000x800")
+        run_config(c)  # a bad --steps, --prompts, ... fails here, before the model and the data are written
         plan.load_config(c.model)  # a bad --model fails here, in one line
     import torch.distributed as dist
     try:
