@@ -54,3 +54,14 @@ def test_gpucheck_bad_flag_is_one_line_before_anything_is_written(flag, value, c
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith(f"gpucheck.py: error: {flag} {value}: ") and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_gpucheck_without_cuda_refuses_the_big_shapes_at_once(capsys, tmp_path, monkeypatch):
+    # it used to write ~1.8 GB and train a 0.93 B-parameter model on CPU for many minutes
+    monkeypatch.setattr(gpucheck.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        gpucheck.main(["--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("gpucheck.py: error: --model qwen2.5-vl-3b: ") and "--model tiny-config" in err, err
+    assert not (tmp_path / "out").exists()
