@@ -118,10 +118,18 @@ def run_config(c, model_dir=None, data=None):
         raise ValueError(str(e).replace("--prompts-per-step", "--prompts")) from None
 
 
+def image_size(text):
+    """--image-size '1000x800' -> (1000, 800)."""
+    w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ValueError(f"--image-size {text}: give WxH in pixels, e.g. 1000x800")
+    return int(w), int(h)
+
+
 def check(c):
     """Build, train, compare. Returns the exit status: 1 when the measured peak is over the plan."""
     import grpo
-    size = tuple(int(v) for v in c.image_size.lower().split("x"))
+    size = image_size(c.image_size)
     cut, target = cut_depth(plan.load_config(c.model), c.shard_of)
     name = os.path.basename(os.path.normpath(c.model))
     model_dir = os.path.join(c.out, f"model-{name}-shard-of-{c.shard_of}")  # random weights: built once, reused
@@ -170,8 +178,9 @@ def main(argv=None):
     cli.add_flags(p, Check)
     with cli.user_errors("gpucheck.py"):
         c = Check(**cli.given(p, argv))
-        if "x" not in c.image_size.lower():
-            raise ValueError(f"--image-size {c.image_size}: give WxH, e.g. 1000x800")
+        image_size(c.image_size)
+        if c.shard_of < 1:  # cut_depth would divide by it
+            raise ValueError(f"--shard-of {c.shard_of}: must be >= 1 (1: the whole model's state on one GPU)")
         run_config(c)  # a bad --steps, --prompts, ... fails here, before the model and the data are written
         plan.load_config(c.model)  # a bad --model fails here, in one line
         if c.model != "tiny-config" and not torch.cuda.is_available():  # on CPU: GBs written, minutes of training

@@ -45,7 +45,8 @@ def test_gpucheck_bad_model_is_one_line(capsys, tmp_path):
     assert e.value.code == 2 and err.startswith("gpucheck.py: error: ") and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("flag, value", [("--steps", 0), ("--prompts", 0), ("--group-size", 1)])
+@pytest.mark.parametrize("flag, value", [("--steps", 0), ("--prompts", 0), ("--group-size", 1), ("--shard-of", 0),
+                                         ("--image-size", "10x"), ("--image-size", "0x0")])
 def test_gpucheck_bad_flag_is_one_line_before_anything_is_written(flag, value, capsys, tmp_path):
     # --steps 0 was a traceback (exit 1) after the model and the resized data were written
     out = tmp_path / "out"
