@@ -427,6 +427,12 @@ def build_name_with_slash(tmp, w):
     return Case(data.main, ["build", os.path.join(w.root, "ds"), "--out", tmp / "q.json", "--name", "a/b"], "--name")
 
 
+@case
+def mvtec_run_as_a_script(tmp, w):
+    """Printed nothing and exited 0: mvtec.py is build's library, and the line names the command that runs it."""
+    return Case(mvtec.main, [tmp], "python data.py build ROOT --out")
+
+
 # ----------------------------------------------------------------------------------------- anomalyr1.py images
 def ask(w, image, *extra):
     return ["--image", image, "--model", w.model, "--max-new-tokens", "4", *extra]
