@@ -828,6 +828,13 @@ def ask_out_is_folder(tmp, w):
 
 
 @case
+def ask_sam2_missing(tmp, w):
+    """Was refused only after the answer was generated, as "SAM2 is unavailable" with an HFValidationError."""
+    argv = ask(w, os.path.join(w.root, NORMAL), "--options", "", "--out", tmp / "o.png")
+    return Case(anomalyr1.main, argv + ["--sam2", tmp / "nope"], f"--sam2 {tmp / 'nope'}: not a folder")
+
+
+@case
 def plan_gpus_zero(tmp, w):
     """Was a ZeroDivisionError traceback (grpo.py --plan calls the same planner)."""
     import plan
