@@ -96,7 +96,9 @@ def _decode(path) -> Image.Image:
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder, not an image file; point at a PNG/JPEG file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: image not found; check the path, or the --root it is resolved against")
+        # no --root hint: the scripts with --root (load_mmad) check every path first and name --root themselves;
+        # the paths that get here are typed directly, e.g. anomalyr1.py's --image, which has no --root
+        raise FileNotFoundError(f"{path}: image not found; check the path")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
