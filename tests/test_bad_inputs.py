@@ -477,6 +477,14 @@ def options_unreadable(tmp, w):
     return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--options", "yes or no"), "--options")
 
 
+@case
+def options_repeated_letter(tmp, w):
+    """Was accepted: the second A replaced the first, and the answer printed was 'A. No.'."""
+    argv = ask(w, os.path.join(w.root, NORMAL))
+    return Case(anomalyr1.main, argv + ["--options", "A=Yes.,A=No."], "--options 'A=Yes.,A=No.': repeats the letter(s) A",
+                lambda: argv + ["--options", "A=Yes.,B=No."])
+
+
 # ----------------------------------------------------------------------------------------- model folders
 def model_case(tmp, w, breaks, culprit, main=anomalyr1.main, argv=None, fixable=False):
     """A copy of the tiny model broken by breaks(folder); fix restores the copy."""
