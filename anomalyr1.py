@@ -486,6 +486,9 @@ def ask(cfg):
         raise ValueError(f"--max-new-tokens {cfg.max_new_tokens}: pass a positive number of tokens")
     if cfg.out and (os.path.isdir(cfg.out) or not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out)))):
         raise ValueError(f"--out {cfg.out}: pass a PNG file path inside an existing folder")
+    if cfg.sam2 and not os.path.isdir(cfg.sam2):  # SAM2 loads after the answer: a bad path would cost a generation
+        raise ValueError(f"--sam2 {cfg.sam2}: not a folder; pass a local transformers SAM2 folder, or drop --sam2 to "
+                         "use the box mask")
     query = os.path.abspath(cfg.image)
     shown = [load_image(path) for path in [query] + cfg.template]  # a bad image fails before the model loads
     sample = Sample(image=query, root=os.path.dirname(query), question=cfg.question, options=options,

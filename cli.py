@@ -82,10 +82,15 @@ def add_flags(parser, config_cls, shown_default=None):
 
 def parse_options(text):
     """--options 'A=Yes.,B=No.' -> {"A": "Yes.", "B": "No."}; commas may appear inside an option's text."""
-    options = dict(re.findall(r"(?:^|,)\s*([A-Z])\s*=\s*(.*?)(?=,\s*[A-Z]\s*=|$)", text.strip()))
-    if text.strip() and not options:
+    pairs = re.findall(r"(?:^|,)\s*([A-Z])\s*=\s*(.*?)(?=,\s*[A-Z]\s*=|$)", text.strip())
+    if text.strip() and not pairs:
         raise ValueError(f"cannot read --options {text!r}: write them as 'A=Yes.,B=No.'")
-    return options
+    letters = [letter for letter, _ in pairs]
+    twice = sorted({letter for letter in letters if letters.count(letter) > 1})
+    if twice:  # a dict keeps the last one: the first would be dropped from the prompt without a word
+        raise ValueError(f"--options {text!r}: repeats the letter(s) {', '.join(twice)}; give each option its own "
+                         "letter, e.g. 'A=Yes.,B=No.'")
+    return dict(pairs)
 
 
 def given(parser, argv=None) -> dict:

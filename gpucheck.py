@@ -13,8 +13,9 @@ completion runs to the limit, the worst case). It prints the planner's predictio
 completion tokens/s, and whether flash-attn ran the vision tower; it exits 1 when the measured peak exceeds the
 plan by more than --tolerance.
 
-On CPU (tests/test_gpucheck.py) the same command runs a small config end to end; the comparison is skipped there,
-since a CPU process's resident set size is not CUDA memory.
+On CPU (tests/test_gpucheck.py) `--model tiny-config` runs the same command end to end on a small config; the
+comparison is skipped there, since a CPU process's resident set size is not CUDA memory. Any other model is refused
+without a CUDA GPU: the 3B's cut alone is ~1.8 GB on disk and trains for many minutes in ~13 GB of RAM on CPU.
 """
 import copy
 import dataclasses
@@ -104,21 +105,39 @@ def text_tokens(cfg, model_dir):
     return int((ids != anomalyr1.special_id(processor, "<|image_pad|>")).sum())
 
 
+def run_config(c, model_dir=None, data=None):
+    """grpo.py's settings for this check (memory and speed only), refused by grpo.resolve when a flag is out of
+    range. The message names this script's --prompts, not grpo.py's --prompts-per-step: the flag the user typed."""
+    import grpo
+    try:
+        return grpo.resolve(grpo.Config(model=model_dir, data=data, steps=c.steps, save_every=c.steps,
+                                        prompts_per_step=c.prompts, group_size=c.group_size, shots=c.shots,
+                                        max_completion=c.max_completion, out=os.path.join(c.out, "run"),
+                                        eval_every=0, log_samples=0))
+    except ValueError as e:
+        raise ValueError(str(e).replace("--prompts-per-step", "--prompts")) from None
+
+
+def image_size(text):
+    """--image-size '1000x800' -> (1000, 800)."""
+    w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ValueError(f"--image-size {text}: give WxH in pixels, e.g. 1000x800")
+    return int(w), int(h)
+
+
 def check(c):
     """Build, train, compare. Returns the exit status: 1 when the measured peak is over the plan."""
     import grpo
-    size = tuple(int(v) for v in c.image_size.lower().split("x"))
+    size = image_size(c.image_size)
     cut, target = cut_depth(plan.load_config(c.model), c.shard_of)
     name = os.path.basename(os.path.normpath(c.model))
     model_dir = os.path.join(c.out, f"model-{name}-shard-of-{c.shard_of}")  # random weights: built once, reused
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         plan.materialize(cut, model_dir)
-    run_dir = os.path.join(c.out, "run")
+    cfg = run_config(c, model_dir, resized_data(c.out, size))
+    run_dir = cfg.out
     shutil.rmtree(run_dir, ignore_errors=True)  # this command's own scratch run, from an earlier check
-    cfg = grpo.resolve(grpo.Config(model=model_dir, data=resized_data(c.out, size), steps=c.steps, save_every=c.steps,
-                                   prompts_per_step=c.prompts, group_size=c.group_size, shots=c.shots,
-                                   max_completion=c.max_completion, out=run_dir,
-                                   eval_every=0, log_samples=0))  # memory and speed only
     on_cuda = torch.cuda.is_available()
     flash = on_cuda and importlib.util.find_spec("flash_attn") is not None  # anomalyr1.load's rule
     gpu_gb = torch.cuda.get_device_properties(0).total_memory / plan.GiB if on_cuda else 80.0
@@ -159,9 +178,14 @@ def main(argv=None):
     cli.add_flags(p, Check)
     with cli.user_errors("gpucheck.py"):
         c = Check(**cli.given(p, argv))
-        if "x" not in c.image_size.lower():
-            raise ValueError(f"--image-size {c.image_size}: give WxH, e.g. 1000x800")
+        image_size(c.image_size)
+        if c.shard_of < 1:  # cut_depth would divide by it
+            raise ValueError(f"--shard-of {c.shard_of}: must be >= 1 (1: the whole model's state on one GPU)")
+        run_config(c)  # a bad --steps, --prompts, ... fails here, before the model and the data are written
         plan.load_config(c.model)  # a bad --model fails here, in one line
+        if c.model != "tiny-config" and not torch.cuda.is_available():  # on CPU: GBs written, minutes of training
+            raise ValueError(f"--model {c.model}: the GPU check needs a CUDA GPU and torch sees none; on CPU, "
+                             "--model tiny-config runs the same path on a tiny config")
     import torch.distributed as dist
     try:
         status = check(c)

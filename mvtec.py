@@ -31,6 +31,7 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
+import cli
 from data import GROUNDING, _mask_files, _read_mask, open_image, write_atomic
 
 IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp")
@@ -219,3 +220,13 @@ def build(root, out_json, name=None, seed=0, k=5) -> dict:
     except OSError as e:
         raise ValueError(f"--out {out_json}: cannot write it ({e.strerror or e}); pass a writable file path") from None
     return out
+
+
+def main(argv=None):
+    """Not a command: an exit 0 having done nothing would read as success, so one line names the command that is."""
+    cli.exit_with("mvtec.py: error: this is data.py's library, not a command; build questions from an MVTec-layout "
+                  "folder with `python data.py build ROOT --out questions.json`")
+
+
+if __name__ == "__main__":
+    main()

@@ -125,6 +125,7 @@ def test_missing_image_is_one_clear_line(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         anomalyr1.load_image(missing)
     assert missing in str(err.value) and "\n" not in str(err.value)
+    assert "--root" not in str(err.value)  # anomalyr1.py has no --root: it said to check one
 
 
 def test_corrupt_image_is_one_clear_line(tmp_path):

@@ -427,6 +427,12 @@ def build_name_with_slash(tmp, w):
     return Case(data.main, ["build", os.path.join(w.root, "ds"), "--out", tmp / "q.json", "--name", "a/b"], "--name")
 
 
+@case
+def mvtec_run_as_a_script(tmp, w):
+    """Printed nothing and exited 0: mvtec.py is build's library, and the line names the command that runs it."""
+    return Case(mvtec.main, [tmp], "python data.py build ROOT --out")
+
+
 # ----------------------------------------------------------------------------------------- anomalyr1.py images
 def ask(w, image, *extra):
     return ["--image", image, "--model", w.model, "--max-new-tokens", "4", *extra]
@@ -469,6 +475,14 @@ def image_bomb(tmp, w):
 @case
 def options_unreadable(tmp, w):
     return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--options", "yes or no"), "--options")
+
+
+@case
+def options_repeated_letter(tmp, w):
+    """Was accepted: the second A replaced the first, and the answer printed was 'A. No.'."""
+    argv = ask(w, os.path.join(w.root, NORMAL))
+    return Case(anomalyr1.main, argv + ["--options", "A=Yes.,A=No."], "--options 'A=Yes.,A=No.': repeats the letter(s) A",
+                lambda: argv + ["--options", "A=Yes.,B=No."])
 
 
 # ----------------------------------------------------------------------------------------- model folders
@@ -819,6 +833,13 @@ def ask_max_new_tokens_zero(tmp, w):
 def ask_out_is_folder(tmp, w):
     """Refused before the model loads (it used to answer first, then fail to draw)."""
     return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--out", tmp), f"--out {tmp}:")
+
+
+@case
+def ask_sam2_missing(tmp, w):
+    """Was refused only after the answer was generated, as "SAM2 is unavailable" with an HFValidationError."""
+    argv = ask(w, os.path.join(w.root, NORMAL), "--options", "", "--out", tmp / "o.png")
+    return Case(anomalyr1.main, argv + ["--sam2", tmp / "nope"], f"--sam2 {tmp / 'nope'}: not a folder")
 
 
 @case

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import gpucheck  # noqa: E402
@@ -37,8 +39,30 @@ def test_gpucheck_runs_end_to_end_on_cpu(tiny, synthetic, tmp_path):
 
 
 def test_gpucheck_bad_model_is_one_line(capsys, tmp_path):
-    import pytest
     with pytest.raises(SystemExit) as e:
         gpucheck.main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("gpucheck.py: error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag, value", [("--steps", 0), ("--prompts", 0), ("--group-size", 1), ("--shard-of", 0),
+                                         ("--image-size", "10x"), ("--image-size", "0x0")])
+def test_gpucheck_bad_flag_is_one_line_before_anything_is_written(flag, value, capsys, tmp_path):
+    # --steps 0 was a traceback (exit 1) after the model and the resized data were written
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        gpucheck.main(["--model", "tiny-config", "--image-size", "112x84", flag, str(value), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"gpucheck.py: error: {flag} {value}: ") and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_gpucheck_without_cuda_refuses_the_big_shapes_at_once(capsys, tmp_path, monkeypatch):
+    # it used to write ~1.8 GB and train a 0.93 B-parameter model on CPU for many minutes
+    monkeypatch.setattr(gpucheck.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        gpucheck.main(["--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("gpucheck.py: error: --model qwen2.5-vl-3b: ") and "--model tiny-config" in err, err
+    assert not (tmp_path / "out").exists()
