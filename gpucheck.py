@@ -105,9 +105,10 @@ def text_tokens(cfg, model_dir):
     return int((ids != anomalyr1.special_id(processor, "<|image_pad|>")).sum())
 
 
-def run_config(c, model_dir=None, data=None):
+def run_config(c, model_dir="tiny", data=None):
     """grpo.py's settings for this check (memory and speed only), refused by grpo.resolve when a flag is out of
-    range. The message names this script's --prompts, not grpo.py's --prompts-per-step: the flag the user typed."""
+    range. The message names this script's --prompts, not grpo.py's --prompts-per-step: the flag the user typed.
+    Before the random model is written (model_dir "tiny"), the same flags are checked against the same ranges."""
     import grpo
     try:
         return grpo.resolve(grpo.Config(model=model_dir, data=data, steps=c.steps, save_every=c.steps,
