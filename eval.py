@@ -173,10 +173,8 @@ def read_results(path) -> dict:
         raise FileNotFoundError(f"{path}: no such file; {hint}") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a folder; pass the results.json inside it") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); {hint}") from None
-    except (UnicodeDecodeError, RecursionError):
-        raise ValueError(f"{path}: not JSON text (binary, or nested too deeply); {hint}") from None
+    except (ValueError, RecursionError) as e:  # bad JSON, binary (UnicodeDecodeError), nested too deeply
+        raise ValueError(f"{path}: not valid JSON ({type(e).__name__}: {e}); {hint}") from None
     if not isinstance(res, dict) or "Average" not in res:
         raise ValueError(f"{path}: no \"Average\" row; {hint}")
     for row in datasets(res) + ["Average"]:  # each {subtask: accuracy %}, what the tables read
@@ -393,21 +391,22 @@ def load_questions(cfg: Config):
 
 
 def training_shots(model):
-    """The --shots the model was trained with: grpo.py's default for "tiny", a grpo.py checkpoint's saved run
-    settings (its own trainer_state.json, or the newest step-NNNNNN/ beside final/), or None when unknown."""
+    """(--shots, why) to score `model` with by default: the shots it was trained with (grpo.py's default for
+    "tiny"; a grpo.py checkpoint's saved run settings: its own trainer_state.json, or the newest step-NNNNNN/ beside
+    final/), else MMAD Table 2's 1-shot."""
     if model == "tiny":
         import grpo
-        return grpo.TINY["shots"]
+        return grpo.TINY["shots"], "grpo.py's for the tiny model"
     folder = os.path.normpath(model)
     run = os.path.dirname(folder)
     steps = sorted(d for d in os.listdir(run) if d.startswith("step-"))[::-1] if os.path.isdir(run) else []
     for state in [folder] + [os.path.join(run, d) for d in steps]:
         try:
             with open(os.path.join(state, "trainer_state.json")) as f:
-                return int(json.load(f)["config"]["shots"])
+                return int(json.load(f)["config"]["shots"]), "as trained"
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return None
+    return 1, "MMAD Table 2"
 
 
 def _notes(records, errors, agree, unanswered) -> str:
@@ -433,8 +432,7 @@ def _notes(records, errors, agree, unanswered) -> str:
     return "\n".join(lines) + "\n"
 
 
-POSITIVE = {"limit": "questions", "batch_size": "questions per generate call",
-            "max_new_tokens": "tokens per answer"}
+POSITIVE = {"limit": "questions", "batch_size": "questions per generate call", "max_new_tokens": "tokens per answer"}
 
 
 def check_config(cfg: Config):
@@ -484,22 +482,19 @@ def check_setting(out, setting):
 
 
 def model_name(model):
-    """The model's name in tables and the default --out: 'tiny', its folder's name, or RUN-final (RUN-step-NNNNNN)
-    for a grpo.py checkpoint, since every run's is called final."""
-    path = os.path.normpath(os.path.abspath(model)) if model != "tiny" else model
-    base = os.path.basename(path)
-    return f"{os.path.basename(os.path.dirname(path))}-{base}" if base == "final" or base.startswith("step-") else base
+    """'tiny', the folder's name, or RUN-final (RUN-step-NNNNNN) for a grpo.py checkpoint: every run's is final."""
+    run, base = os.path.split(os.path.abspath(model))
+    named = base == "final" or base.startswith("step-")
+    return "tiny" if model == "tiny" else f"{os.path.basename(run)}-{base}" if named else base
 
 
 def evaluate(cfg: Config) -> dict:
     """Answer, score and write OUT/answers.jsonl, results.json, results.md; return results."""
     check_config(cfg)
     if cfg.shots is None:  # score a trained model the way it was trained
-        trained = training_shots(cfg.model)
-        cfg = dataclasses.replace(cfg, shots=1 if trained is None else trained)
-        why = ("grpo.py's for the tiny model" if cfg.model == "tiny" else "as trained" if trained is not None
-               else "MMAD Table 2")
-        print(f"--shots {cfg.shots} ({why})", file=sys.stderr)
+        shots, why = training_shots(cfg.model)
+        cfg = dataclasses.replace(cfg, shots=shots)
+        print(f"--shots {shots} ({why})", file=sys.stderr)
     name = model_name(cfg.model)
     out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
     samples, json_path = load_questions(cfg)

@@ -196,10 +196,6 @@ TINY = dict(prompts_per_step=8, steps=40, max_completion=48, lr=1e-3, warmup_ste
 REAL = dict(prompts_per_step=8, steps=1000, max_completion=256, lr=1e-6, warmup_steps=10, shots=1, save_every=100,
             eval_every=0)
 PLAN_ONLY = ("plan", "gpus", "gpu_gb")  # not settings of the run: left out of its trainer_state.json
-# what --resume may change: how long the run goes on, what it logs and keeps, how it fits in memory. Any other
-# setting (rewards, G, lr, data, seed, ...) would continue the checkpoint as another run than the one it belongs to
-RESUME_MAY_CHANGE = ("steps", "save_every", "keep", "eval_every", "eval_questions", "log_samples", "logprob_batch",
-                     "grad_checkpointing", "rollout_reshard", "dtype")
 
 
 def resolve(cfg):
@@ -457,7 +453,8 @@ def train(cfg):
             total, parts, logged = score(prompts, texts, batches, processor, cfg, class_counts)  # [P_r·G] r_i
             advantages = group_advantages(total, cfg.group_size)  # [P_r·G] Â_i
             stats = train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, device)  # eq. (3), AdamW
-            rows.append(metrics_row(step, total, parts, logged, mask, stats, lr, time.time() - t0, rows, cfg, device))
+            rows.append(watch.metrics_row(step, total, parts, logged, mask, stats, lr, time.time() - t0, rows, cfg,
+                                          device))
             watcher.step(step, rows[-1], prompts, texts, parts, total, advantages)  # samples.jsonl; heldout_* keys
             if rank == 0:
                 runs.append_metrics(cfg.out, rows[-1])
@@ -499,28 +496,6 @@ def run_settings(cfg):
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PLAN_ONLY}
 
 
-def metrics_row(step, total, parts, logged, mask, stats, lr, seconds, rows, cfg, device):
-    """One line of metrics.jsonl: means over every completion of the step, all ranks."""
-    groups = total.view(-1, cfg.group_size)  # [P_r, G]
-    sums = runs.all_reduce({"reward": total.sum(), **{f"reward/{n}": v.sum() for n, v in parts.items()},
-                       **{n: v.sum() for n, v in logged.items()}, "completions": len(total),
-                       "zero_std": (groups.amax(1) == groups.amin(1)).sum(), "tokens": mask.sum(),
-                       "kl": stats["kl"], "clip": stats["clip"], "stat_tokens": stats["stat_tokens"]}, device)
-    N = sums["completions"]
-    return {"step": step, "reward": sums["reward"] / N,
-            **{k: sums[k] / N for k in sums if k.startswith("reward/")},
-            "accuracy": sums["accuracy"] / N, "consistency": sums["consistency"] / N,
-            "kl": sums["kl"] / max(1, sums["stat_tokens"]),
-            "clip_fraction": sums["clip"] / max(1, sums["stat_tokens"]),
-            "completion_length": sums["tokens"] / N,
-            "zero_std_fraction": sums["zero_std"] / (N // cfg.group_size),
-            "loss": stats["loss"], "grad_norm": stats["grad_norm"], "lr": lr,
-            "skipped": (rows[-1].get("skipped", 0) if rows else 0) + stats["skipped"],  # the step-0 row has none
-            "seconds": seconds, "tokens_per_s": sums["tokens"] / seconds,
-            # the planner's per-GPU prediction (python grpo.py --plan) is checked against this
-            "peak_memory_gib": runs.all_reduce({"m": runs.peak_memory_gib(device)}, device, op="max")["m"]}
-
-
 # ----------------------------------------------------------------------------- command line
 
 def parse_config(argv=None):
@@ -533,15 +508,8 @@ def parse_config(argv=None):
     given = cli.given(p, argv)
     if given.get("plan") and "model" not in given:
         given["model"] = "qwen2.5-vl-3b"
-    saved = runs.saved_config(given["resume"]) if given.get("resume") else {}
-    names = {f.name for f in dataclasses.fields(Config)}
-    saved = {k: v for k, v in saved.items() if k in names and k not in ("out", "resume", *PLAN_ONLY)}
-    changed = [k for k, v in given.items() if k in saved and v != saved[k] and k not in RESUME_MAY_CHANGE]
-    if changed:
-        flags = ", ".join(f"--{k.replace('_', '-')} {given[k]} (the run's: {saved[k]})" for k in changed)
-        raise ValueError(f"--resume {given['resume']}: {flags}; a resumed run continues with its own settings, so "
-                         f"leave {'it' if len(changed) == 1 else 'them'} out, or start a new run from its weights: "
-                         f"--model {os.path.join(given['resume'], 'final')} (or a step-*/) --out NEW_FOLDER")
+    names = {f.name for f in dataclasses.fields(Config)} - {"out", "resume", *PLAN_ONLY}
+    saved = runs.resumed_settings(given["resume"], given, names) if given.get("resume") else {}
     return Config(**{**saved, **given})
 
 

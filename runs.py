@@ -104,6 +104,25 @@ def saved_config(folder):
         return json.load(f)["config"]
 
 
+# what --resume may change: how long the run goes on, what it logs and keeps, how it fits in memory. Any other
+# setting (rewards, G, lr, data, seed, ...) would continue the checkpoint as another run than the one it belongs to
+RESUME_MAY_CHANGE = ("steps", "save_every", "keep", "eval_every", "eval_questions", "log_samples", "logprob_batch",
+                     "grad_checkpointing", "rollout_reshard", "dtype")
+
+
+def resumed_settings(resume, given, names):
+    """The saved settings ({name: value} of `names`) of the run in `resume` that the flags `given` now build on;
+    a flag that would change one not in RESUME_MAY_CHANGE is refused, naming it."""
+    saved = {k: v for k, v in saved_config(resume).items() if k in names}
+    changed = [k for k, v in given.items() if k in saved and v != saved[k] and k not in RESUME_MAY_CHANGE]
+    if changed:
+        flags = ", ".join(f"--{k.replace('_', '-')} {given[k]} (the run's: {saved[k]})" for k in changed)
+        raise ValueError(f"--resume {resume}: {flags}; a resumed run continues with its own settings, so leave "
+                         f"{'it' if len(changed) == 1 else 'them'} out, or start a new run from its weights: "
+                         f"--model {os.path.join(resume, 'final')} (or a step-*/) --out NEW_FOLDER")
+    return saved
+
+
 def holds_a_run(out):
     return bool(checkpoints(out)) or os.path.isdir(os.path.join(out, "final"))
 

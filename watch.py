@@ -1,6 +1,7 @@
 """watch.py: what a GRPO run shows a reader while and after it trains (grpo.py calls it).
 
-    OUT/metrics.jsonl   heldout_* keys (%, as eval.py reports them): macro accuracy, Anomaly Detection accuracy,
+    OUT/metrics.jsonl   one row per step (metrics_row: rewards, accuracy, consistency, KL, ... over all ranks), and
+                        heldout_* keys (%, as eval.py reports them): macro accuracy, Anomaly Detection accuracy,
                         reasoning/answer consistency, well-formed replies and the share of the most common answer
                         letter on a fixed held-out sample, answered greedily before step 1 (a row of its own,
                         step 0), every --eval-every steps and at the end
@@ -176,3 +177,25 @@ def summary_lines(cfg, rows, heldout, n_heldout, world, seconds):
               + f", {cfg.out}/final/" * done,
               f"  next: python plot.py {cfg.out}" + f"    python eval.py --model {cfg.out}/final" * done]
     return "\n".join(lines)
+
+
+def metrics_row(step, total, parts, logged, mask, stats, lr, seconds, rows, cfg, device):
+    """One line of metrics.jsonl: means over every completion of the step, all ranks."""
+    groups = total.view(-1, cfg.group_size)  # [P_r, G]
+    sums = runs.all_reduce({"reward": total.sum(), **{f"reward/{n}": v.sum() for n, v in parts.items()},
+                       **{n: v.sum() for n, v in logged.items()}, "completions": len(total),
+                       "zero_std": (groups.amax(1) == groups.amin(1)).sum(), "tokens": mask.sum(),
+                       "kl": stats["kl"], "clip": stats["clip"], "stat_tokens": stats["stat_tokens"]}, device)
+    N = sums["completions"]
+    return {"step": step, "reward": sums["reward"] / N,
+            **{k: sums[k] / N for k in sums if k.startswith("reward/")},
+            "accuracy": sums["accuracy"] / N, "consistency": sums["consistency"] / N,
+            "kl": sums["kl"] / max(1, sums["stat_tokens"]),
+            "clip_fraction": sums["clip"] / max(1, sums["stat_tokens"]),
+            "completion_length": sums["tokens"] / N,
+            "zero_std_fraction": sums["zero_std"] / (N // cfg.group_size),
+            "loss": stats["loss"], "grad_norm": stats["grad_norm"], "lr": lr,
+            "skipped": (rows[-1].get("skipped", 0) if rows else 0) + stats["skipped"],  # the step-0 row has none
+            "seconds": seconds, "tokens_per_s": sums["tokens"] / seconds,
+            # the planner's per-GPU prediction (python grpo.py --plan) is checked against this
+            "peak_memory_gib": runs.all_reduce({"m": runs.peak_memory_gib(device)}, device, op="max")["m"]}

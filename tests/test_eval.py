@@ -341,11 +341,11 @@ def test_shots_default_to_the_checkpoints_training_shots(tmp_path):
         (run / step).mkdir(parents=True)
         (run / step / "trainer_state.json").write_text(json.dumps({"step": 1, "config": {"shots": shots}}))
     (run / "final").mkdir()
-    assert ev.training_shots(str(run / "final")) == 2                 # the newest checkpoint beside final/
-    assert ev.training_shots(str(run / "step-000010")) == 0           # its own state first
-    assert ev.training_shots(str(tmp_path / "elsewhere")) is None      # not a grpo.py run: eval falls back to 1
+    assert ev.training_shots(str(run / "final")) == (2, "as trained")  # the newest checkpoint beside final/
+    assert ev.training_shots(str(run / "step-000010"))[0] == 0          # its own state first
+    assert ev.training_shots(str(tmp_path / "elsewhere")) == (1, "MMAD Table 2")  # not a grpo.py run
     import grpo
-    assert ev.training_shots("tiny") == grpo.TINY["shots"]
+    assert ev.training_shots("tiny")[0] == grpo.TINY["shots"]
 
 
 def test_compare_warns_when_settings_differ(tmp_path):
