@@ -162,10 +162,10 @@ def summary_lines(cfg, rows, heldout, n_heldout, world, seconds):
              f"    accuracy {arrow('accuracy', '{:.2f}')}, "
              f"reasoning/answer consistency {arrow('consistency', '{:.2f}')}"]
     if heldout:
-        a, b = heldout[0], heldout[-1]
-        pct = lambda key: " -> ".join("-" if r.get(key) is None else f"{r[key]:.1f}%" for r in (a, b))  # noqa: E731
+        ends = [heldout[0], heldout[-1]][:len(heldout)]  # one row: a run stopped before its next held-out measure
+        pct = lambda key: " -> ".join("-" if r.get(key) is None else f"{r[key]:.1f}%" for r in ends)  # noqa: E731
         lines += [f"  held-out, {n_heldout} questions on images it never "
-                  f"trained on, greedy, {cfg.shots}-shot, step {a['step']} -> {b['step']}:",
+                  f"trained on, greedy, {cfg.shots}-shot, step {' -> '.join(str(r['step']) for r in ends)}:",
                   f"    macro accuracy {pct('heldout_accuracy')}, Anomaly Detection "
                   f"{pct('heldout_anomaly_detection')}, consistency {pct('heldout_consistency')}",
                   f"    answers that are the most common letter {pct('heldout_top_letter')}"]

@@ -103,10 +103,18 @@ def test_summary_takes_the_first_and_last_tenth():
     cfg = grpo.resolve(grpo.Config(out="runs/x", steps=20))
     rows = [{"step": i, "reward": i / 20, "reward/accuracy": 0.0, "reward/roam": i / 20, "accuracy": 0.5,
              "consistency": 0.5, "seconds": 1.0} for i in range(1, 21)]
-    text = watch.summary_lines(cfg, rows, [], 0, 2, {"wall": 30.0, "steps": 20.0, "held-out": 0.0})
+    seconds = {"wall": 30.0, "steps": 20.0, "held-out": 0.0}
+    text = watch.summary_lines(cfg, rows, [], 0, 2, seconds)
     assert "mean of steps 1-2 -> 19-20" in text and "reward 0.075 -> 0.975" in text  # (1+2)/40, (19+20)/40
     assert "held-out, " not in text
     assert "wall time 30 s (after imports): steps 20 s, held-out 0 s, start-up and checkpoints 10 s" in text
+    held = {"heldout_accuracy": 30.0, "heldout_anomaly_detection": 50.0, "heldout_consistency": 90.0,
+            "heldout_top_letter": 40.0}
+    text = watch.summary_lines(cfg, rows, [{"step": 0, **held}, {"step": 20, **held}], 40, 1, seconds)
+    assert "greedy, 0-shot, step 0 -> 20:" in text and "macro accuracy 30.0% -> 30.0%" in text
+    # stopped (Ctrl-C) before the next held-out measure: the one measure, not "step 0 -> 0"
+    text = watch.summary_lines(cfg, rows[:3], [{"step": 0, **held}], 40, 1, seconds)
+    assert "greedy, 0-shot, step 0:" in text and "macro accuracy 30.0%, Anomaly" in text
 
 
 def test_resume_drops_the_samples_it_will_replay(tmp_path):
