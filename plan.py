@@ -85,7 +85,11 @@ def load_config(model):
     if not os.path.isfile(os.path.join(model, "config.json")):
         raise ValueError(f"no {os.path.join(model, 'config.json')}. Pass a local Hugging Face model folder, "
                          "'qwen2.5-vl-3b' or 'tiny-config'.")
-    config = AutoConfig.from_pretrained(model, local_files_only=True, trust_remote_code=False)  # never remote code
+    try:
+        config = AutoConfig.from_pretrained(model, local_files_only=True, trust_remote_code=False)  # no remote code
+    except (OSError, ValueError) as e:  # transformers' own words name neither the file nor a fix
+        raise ValueError(f"{model}/config.json: not a readable model config ({type(e).__name__}); re-download it "
+                         "with the model") from None
     if config.model_type != "qwen2_5_vl":
         raise ValueError(f"{model}/config.json is model_type {config.model_type!r}; this planner knows "
                          "Qwen2.5-VL ('qwen2_5_vl') only.")
@@ -336,6 +340,8 @@ def materialize(model, out, seed=0):
     """
     import anomalyr1
     from tiny import build_tiny
+    if os.path.exists(out):  # checked before minutes of work, not by save_pretrained after them
+        raise ValueError(f"--materialize {out}: already exists; pass a new folder for the random model")
     config = load_config(model)
     tiny = build_tiny()
     ids = AutoConfig.from_pretrained(tiny)

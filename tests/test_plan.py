@@ -169,11 +169,16 @@ def test_suggested_flags_are_grpo_flags():
 def test_cli_prints_the_plan_and_errors_in_one_line(tmp_path, capsys):
     assert P.main(["--gpus", "2", "--gpu-gb", "44", "--image-size", "1000", "800"]) == 0
     assert "fits with --beta 0" in capsys.readouterr().out
-    for argv in (["--model", str(tmp_path)], ["--image-size", "1000"], ["--shots", "x"]):
-        with pytest.raises(SystemExit) as e:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")  # was transformers' words, naming no fix
+    for argv, culprit in ((["--model", str(tmp_path)], "config.json"), (["--image-size", "1000"], "--image-size"),
+                          (["--shots", "x"], "--shots"), (["--model", str(tmp_path / "broken")], "broken/config.json"),
+                          (["--model", "tiny-config", "--materialize", str(tmp_path)], "--materialize")):
+        with pytest.raises(SystemExit) as e:  # --materialize: was 2 lines ([Errno 17] File exists), after the build
             P.main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith("plan.py: error: ") and err.count("\n") == 1, argv
+        assert culprit in err, (culprit, err)
 
 
 def test_readme_quotes_the_plan_as_printed(capsys):
