@@ -24,6 +24,12 @@ PANELS = [("reward (total)", ["reward"]),
           ("reasoning/answer consistency", ["consistency"]),
           ("KL to the reference", ["kl"]),
           ("groups with no signal", ["zero_std_fraction"])]
+# --eval-every's measures (%), in two panels so that two runs' curves stay readable
+HELDOUT_PANELS = [("held-out accuracy (during training)", ["heldout_accuracy", "heldout_anomaly_detection"]),
+                  ("held-out replies (during training)", ["heldout_consistency", "heldout_well_formed",
+                                                          "heldout_top_letter"])]
+
+STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 4))]  # a panel's keys, as line styles
 
 
 def read_metrics(run):
@@ -61,10 +67,10 @@ def panels(runs):
     """[(title, [keys])] of the panels some run has data for: the fixed ones, one per reward part, held-out."""
     keys = set().union(*(set(r) for rows in runs.values() for r in rows))
     parts = sorted(k for k in keys if k.startswith("reward/"))
-    heldout = sorted(k for k in keys if k.startswith("heldout"))
-    chosen = [PANELS[0]] + [(f"reward part: {k.split('/', 1)[1]}", [k]) for k in parts] + PANELS[1:]
-    if heldout:
-        chosen.append(("held-out (during training)", heldout))
+    known = [k for _, ks in HELDOUT_PANELS for k in ks]
+    other = sorted(k for k in keys if k.startswith("heldout") and k not in known)
+    chosen = ([PANELS[0]] + [(f"reward part: {k.split('/', 1)[1]}", [k]) for k in parts] + PANELS[1:]
+              + HELDOUT_PANELS + [("held-out, other measures", other)])
     return [(title, ks) for title, ks in chosen if any(k in keys for k in ks)]
 
 
@@ -85,17 +91,18 @@ def draw(runs, out, smooth_k=1, title=None, dpi=110):
                 if not steps:
                     continue
                 name = label if len(keys) == 1 else f"{label}: {key}"
-                style = ["-", "--", ":", "-."][j % 4]
-                colour = colours[i % len(colours)]
+                # one run: a colour per key (the held-out panel has 5); several: a colour per run, a style per key
+                style = STYLES[j % len(STYLES)] if len(runs) > 1 else "-"
+                colour = colours[(i if len(runs) > 1 else j) % len(colours)]
                 if smooth_k > 1:  # raw points faint behind the smoothed curve: the noise stays visible
-                    ax.plot(steps, values, style, color=colour, alpha=0.25, linewidth=0.8)
-                ax.plot(steps, smooth(values, smooth_k), style, color=colour, label=name,
+                    ax.plot(steps, values, linestyle=style, color=colour, alpha=0.25, linewidth=0.8)
+                ax.plot(steps, smooth(values, smooth_k), linestyle=style, color=colour, label=name,
                         marker="o" if len(steps) < 12 else None, markersize=3)
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if len(runs) > 1 or len(keys) > 1:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, framealpha=0.6)  # the curves stay visible behind it
     for ax in list(axes.flat)[len(chosen):]:
         ax.axis("off")
     if title:

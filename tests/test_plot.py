@@ -18,7 +18,7 @@ def fake_run(folder, rewards=("accuracy", "roam"), heldout=True, steps=6):
             row = {"step": step, "reward": 0.1 * step, "accuracy": 0.3 + 0.05 * step, "consistency": 0.5,
                    "kl": 0.01 * step, "zero_std_fraction": 0.2, **{f"reward/{r}": 0.05 * step for r in rewards}}
             if heldout and step % 3 == 0:
-                row["heldout_accuracy"] = 30.0 + step
+                row.update(heldout_accuracy=30.0 + step, heldout_consistency=90.0)
             f.write(json.dumps(row) + "\n")
         f.write('{"step": 7, "rew')  # a run still writing: a half line must not break the plot
     return folder
@@ -42,7 +42,8 @@ def test_several_runs_and_missing_parts(tmp_path):
     runs = {"roam": plot.read_metrics(roam_run), "classical": plot.read_metrics(classical)}
     drawn = plot.draw(runs, out)
     assert os.path.getsize(out) > 1000
-    assert {"reward part: roam", "reward part: format", "held-out (during training)"} <= set(drawn)
+    assert {"reward part: roam", "reward part: format", "held-out accuracy (during training)",
+            "held-out replies (during training)"} <= set(drawn)
     assert len(runs["roam"]) == 6  # the half-written line is skipped
 
 
