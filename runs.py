@@ -228,9 +228,8 @@ def open_run(out, resume, device):
         except ValueError as e:
             error = e
     if all_reduce({"failed": error is not None}, device)["failed"]:
-        if error is not None:
-            raise error
-        raise SystemExit(2)
+        # the other ranks' line goes through cli.exit_with too, which lets rank 0's be the one printed
+        raise error or ValueError(f"--out {out}: refused on rank 0 (its line says why)")
     try:
         checkpoint, damaged = check_new_or_resumed(out, resume, say=note)
     except BaseException:
