@@ -195,6 +195,28 @@ def test_logprobs_match_generate_scores(tiny, tmp_path):
     assert (plain - scores)[mask].abs().max() < 1e-4
 
 
+def test_rollouts_sample_from_the_policy_whatever_the_generation_config(tiny, tmp_path):
+    """Qwen2.5-VL-Instruct's generation_config.json sets top_k 1, top_p 0.001 and repetition_penalty 1.05: a rollout
+    drawn with them is not drawn from π_θ, which the ratio and the KL score. generate must override all three."""
+    model, processor = tiny
+    batch = anomalyr1.prepare(processor, [sample_for(write_image(tmp_path / "q.png"))], shots=0)
+    seen = []
+
+    def generate_capturing(**kwargs):
+        seen.append(kwargs)
+        return type(model).generate(model, **kwargs)
+    saved = model.generation_config.to_dict()
+    model.generation_config.update(top_k=1, top_p=0.001, repetition_penalty=1.05, temperature=0.1, do_sample=True)
+    model.generate = generate_capturing
+    try:
+        anomalyr1.generate(model, processor, batch, max_new_tokens=2, num_return_sequences=2)
+    finally:
+        del model.generate
+        model.generation_config = type(model.generation_config).from_dict(saved)
+    assert {k: seen[0][k] for k in ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")} == \
+        {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0}
+
+
 def test_packed_row_gives_the_logprobs_and_gradients_of_separate_rows(tiny, tmp_path):
     """packed_logprobs, one row [q | o_1 | o_2 | o_3], must score each o_i exactly as the plain definition
     (logprobs: a forward over [q | o_i] with Qwen2.5-VL choosing the positions itself) does: same log-probs, same
