@@ -73,7 +73,9 @@ def test_summary_is_printed(run):
 def test_plot_draws_the_heldout_panel(run, capsys):
     out, _ = run
     assert plot.main([out]) == 0
-    assert "held-out (during training)" in capsys.readouterr().out and os.path.isfile(os.path.join(out, "curves.png"))
+    printed = capsys.readouterr().out
+    assert "held-out accuracy (during training)" in printed and "held-out replies (during training)" in printed
+    assert os.path.isfile(os.path.join(out, "curves.png"))
 
 
 def test_heldout_questions_are_the_runs_own_heldout_images(synthetic):
