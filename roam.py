@@ -85,6 +85,9 @@ _LETTER = r"(?<![A-Za-z0-9_-])({})(?![A-Za-z0-9_]|[-'’.][A-Za-z0-9])"
 # "A" followed by a lowercase word at the start of a sentence is the article ("A small hole is visible.",
 # "Yes. A crack ..."); mid-sentence ("I choose A because") or after a cue ("Answer: A because") it is the option.
 _WORD_AHEAD = re.compile(r"\s+[a-z]")
+# ... unless a verb follows: an article is followed by its noun ("A crack"), an option by what it is ("A is correct")
+_VERB_AHEAD = re.compile(r"\s+(?:is|was|seems|looks|appears|fits|matches|describes|applies|would|should|must|"
+                         r"could|might|can|will|best)\b")
 _CUE_BEHIND = re.compile(r"(?i)\b(?:option|choice|answer)(?:\s+is)?[*\s]*[:：]?[*\s]*[(\[]?\s*$")
 # A cue right before the mention: "answer: ", "the answer is **", "correct option would be (", "so ", "I choose".
 _TIGHT_CUE = re.compile(
@@ -127,7 +130,7 @@ def _patterns(options: tuple) -> tuple:
 
 
 def _is_article(text: str, start: int, end: int) -> bool:
-    if text[start:end] != "A" or not _WORD_AHEAD.match(text, end):
+    if text[start:end] != "A" or not _WORD_AHEAD.match(text, end) or _VERB_AHEAD.match(text, end):
         return False
     before = text[max(0, start - 40):start]
     if _CUE_BEHIND.search(before):

@@ -179,6 +179,13 @@ def test_article_a_is_not_option_a(text):
     assert extract_choice(text, YN) is None
 
 
+@pytest.mark.parametrize("text", ["I see a crack near the rim. A is correct.", "A is correct.", "A seems right.",
+                                  "Comparing both: A fits best.", "A would be my answer."])
+def test_option_a_followed_by_a_verb_is_the_option(text):
+    """Read as the article "a" until a verb followed it, so a correct A earned less than a correct B (0.8, not 1.0)."""
+    assert extract_choice(text, YN) == "A" and extract_choice(text.replace("A ", "B ", 1), YN) == "B"
+
+
 @pytest.mark.parametrize("text,options", [
     ("C", YN), ("the answer is C", YN), ("(E)", KIND), ("option F", KIND), ("E", KIND),
     ("PCB board", KIND), ("3D scan", KIND), ("options A-D", KIND), ("E.g. a dent", KIND), ("B's edge", KIND),
