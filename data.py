@@ -310,6 +310,17 @@ def _read_questions_json(json_path, root) -> dict:
     return records
 
 
+def _mask_under(root, parts, mask_path):
+    """mask_path as a path under the root: MMAD's mmad.json gives it relative to the image's dataset and category
+    folder ("rbg_mask/broken_large/000_rbg_mask.png" beside "DS-MVTec/bottle/image/..."), data.py build relative to
+    the root. The first that exists; else the path as given, which the image check then reports."""
+    for depth in (0, 2, 3):
+        candidate = "/".join(parts[:depth] + [mask_path])
+        if os.path.exists(os.path.join(root, candidate)):
+            return candidate
+    return mask_path
+
+
 def load_mmad(json_path, root) -> list[Sample]:
     """One Sample per conversation turn; raises ONE ValueError listing every problem before any training.
 
@@ -336,9 +347,10 @@ def load_mmad(json_path, root) -> list[Sample]:
             errors.append(f"record {_short(key)} mask_path {_short(mask_path)} is not a path or null")
             continue
         images.update([key, *tpl[0], *tpl[1]])
-        if mask_path:
-            masks.add(mask_path)
         parts = key.split("/")
+        if mask_path:
+            mask_path = _mask_under(root, parts, mask_path)
+            masks.add(mask_path)
         for i, turn in enumerate(conv):
             if why := _turn_problem(turn):
                 errors.append(f"record {_short(key)} turn {i} {why}")

@@ -445,3 +445,20 @@ def test_cli_usage_errors_are_one_line_exit_2(argv, words, capsys):
         data.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("data.py") and words in err
+
+
+def test_mmad_mask_paths_relative_to_the_category_folder(tmp_path):
+    """MMAD's mmad.json gives mask_path from the image's dataset/category folder ("rbg_mask/..." beside
+    "DS-MVTec/bottle/image/..."), not from the root: the whole file was refused as "missing" masks."""
+    from badinputs import mvtec_folder
+    mvtec_folder(tmp_path / "root" / "ds")
+    records = mvtec.build(str(tmp_path / "root" / "ds"), str(tmp_path / "q.json"))
+    query = next(k for k, r in records.items() if r["mask_path"])
+    records[query]["mask_path"] = records[query]["mask_path"].split("/", 2)[2]  # "ground_truth/crack/000_mask.png"
+    (tmp_path / "q.json").write_text(json.dumps(records))
+    samples = data.load_mmad(str(tmp_path / "q.json"), str(tmp_path / "root"))
+    assert {s.mask_path for s in samples if s.image == query} == {"ds/cat/ground_truth/crack/000_mask.png"}
+    records[query]["mask_path"] = "ground_truth/crack/nope.png"  # found nowhere: still one line naming it
+    (tmp_path / "q.json").write_text(json.dumps(records))
+    with pytest.raises(ValueError, match="ground_truth/crack/nope.png missing"):
+        data.load_mmad(str(tmp_path / "q.json"), str(tmp_path / "root"))
