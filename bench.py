@@ -153,7 +153,7 @@ def run_ours(args, out):
         with phase("generate"):
             ids, texts, mask, batches = grpo.rollout(policy, processor, prompts, cfg)
         with phase("reward"):
-            total, _, _ = grpo.score(prompts, texts, batches, processor, cfg, class_counts)
+            total, _, _ = grpo.score(prompts, texts, processor, cfg, class_counts)
         advantages = grpo.group_advantages(total, cfg.group_size)
         grpo.train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, device)
         marks.append(mark())

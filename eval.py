@@ -498,19 +498,19 @@ def evaluate(cfg: Config) -> dict:
     name = model_name(cfg.model)
     out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
     samples, json_path = load_questions(cfg)
+    if cfg.grounding:  # the model answers a box in the frame it sees: its gold moves there, as in training
+        import grpo
+        samples = grpo.golds_in_model_frame(samples, cfg.model)
     os.makedirs(out, exist_ok=True)
-    setting = {k: v for k, v in dataclasses.asdict(cfg).items()
-               if k not in ("root", "limit", "out", "batch_size", "device", "unanswered")}
-    setting["data"] = os.path.abspath(json_path)
-    setting["model"] = cfg.model if cfg.model == "tiny" else os.path.abspath(cfg.model)
+    setting = {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("root", "limit", "out", "batch_size",
+               "device", "unanswered")}, "data": os.path.abspath(json_path),
+               "model": cfg.model if cfg.model == "tiny" else os.path.abspath(cfg.model)}
     check_setting(out, setting)
-
     def load_generator():
         import torch
         import anomalyr1
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, processor = anomalyr1.load(cfg.model, device=device)
-        model.eval()
 
         def generate_texts(batch):
             inputs = anomalyr1.prepare(processor, batch, shots=cfg.shots, templates=cfg.templates)

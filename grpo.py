@@ -313,7 +313,7 @@ def set_lr(optimizer, cfg, step):
 @torch.no_grad()
 def rollout(policy, processor, prompts, cfg):
     """G completions per prompt, one generate call: ids [P_r·G, T], texts, mask [P_r·G, T] (1 up to and including
-    the first end-of-turn), and the prompts as P_r one-prompt batches for scoring and the update. Each prompt is
+    the first end-of-turn), and the prompts as P_r one-prompt batches for the update. Each prompt is
     processed and prefilled once, images included (anomalyr1.generate)."""
     # eval(): in transformers 5.23 gradient-checkpointed layers in train mode drop the KV cache, so generate
     # would recompute the whole sequence for every new token
@@ -336,28 +336,32 @@ def rollout(policy, processor, prompts, cfg):
     return ids, texts, mask, anomalyr1.split_prompts(batch, policy.config.vision_start_token_id)
 
 
-def gold_answer(sample, batch, processor):
+def gold_answer(sample, processor):
     """The gold answer as the model has to write it: a grounding box moves from original pixels to the frame of
-    the image the model sees (the resized query image, the last image of the prompt)."""
+    the query image as the model sees it (load_image's downscale to fit 1000×800, then the processor's resize)."""
     if sample.question_type != data.GROUNDING:
         return sample.answer
     from PIL import Image
     with Image.open(sample.path()) as im:
         original = im.size
-    _, h, w = batch["image_grid_thw"][-1].tolist()  # patches
-    patch = processor.image_processor.patch_size
-    box = json.loads(sample.answer)["bbox_2d"]
-    return json.dumps({"bbox_2d": anomalyr1.box_to_input_frame(box, original, (w * patch, h * patch))})
+    shown = anomalyr1.model_input_size(processor, anomalyr1.load_image(sample.path()).size)
+    return json.dumps({"bbox_2d": anomalyr1.box_to_input_frame(json.loads(sample.answer)["bbox_2d"], original, shown)})
 
 
-def score(prompts, texts, batches, processor, cfg, class_counts):
+def golds_in_model_frame(samples, model):
+    """Samples with gold_answer's answers, for eval.py's grounding questions: loads the processor, not the model."""
+    processor = anomalyr1.image_only_processor_class().from_pretrained(tiny.build_tiny() if model == "tiny" else model)
+    return [dataclasses.replace(s, answer=gold_answer(s, processor)) for s in samples]
+
+
+def score(prompts, texts, processor, cfg, class_counts):
     """Rewards of the P_r·G completions: the total [N] (the sum of --rewards), each part {name: [N]}, and two
     things logged whatever is trained on: accuracy and reasoning/answer consistency."""
     G = cfg.group_size
     parts, logged = collections.defaultdict(list), collections.defaultdict(list)
-    for i, (sample, batch) in enumerate(zip(prompts, batches)):
+    for i, sample in enumerate(prompts):
         group = texts[i * G:(i + 1) * G]
-        answer = gold_answer(sample, batch, processor)
+        answer = gold_answer(sample, processor)
         # one parse per completion gives every reward part and the logged accuracy and consistency (§3.3)
         scores, logs = roam.judge_group(cfg.rewards, group, answer, sample.options, label=sample.label,
                                         class_counts=class_counts)
@@ -450,7 +454,7 @@ def train(cfg):
             class_counts.update(s.label for s in everyone)
             prompts = everyone[rank::world]  # this rank's P_r = P / world prompts
             ids, texts, mask, batches = rollout(policy, processor, prompts, cfg)  # [P_r·G, T] sampled o_i
-            total, parts, logged = score(prompts, texts, batches, processor, cfg, class_counts)  # [P_r·G] r_i
+            total, parts, logged = score(prompts, texts, processor, cfg, class_counts)  # [P_r·G] r_i
             advantages = group_advantages(total, cfg.group_size)  # [P_r·G] Â_i
             stats = train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, device)  # eq. (3), AdamW
             rows.append(watch.metrics_row(step, total, parts, logged, mask, stats, lr, time.time() - t0, rows, cfg,

@@ -368,3 +368,18 @@ def test_checkpoints_are_named_after_their_run():
     assert ev.model_name("runs/grpo/final") == "grpo-final" and ev.model_name("runs/classical/final/") == "classical-final"
     assert ev.model_name("runs/try/step-000020") == "try-step-000020"
     assert ev.model_name("/models/Qwen2.5-VL-3B-Instruct") == "Qwen2.5-VL-3B-Instruct" and ev.model_name("tiny") == "tiny"
+
+
+def test_grounding_is_scored_in_the_frame_the_model_sees(tmp_path, request):
+    """The model answers a box in the resized image it sees; the json's gold is in the original's pixels. Eval
+    compared the two as they were (a perfect box on a 224-px synthetic image, shown at 112 px, scored IoU 0.25)."""
+    request.getfixturevalue("tiny")
+    root, json_path = request.getfixturevalue("synthetic")
+    import grpo
+    samples = [s for s in ev.load_questions(ev.Config(data=json_path, root=root, grounding=True))[0]
+               if s.question_type == "Defect Grounding"][:2]
+    moved = grpo.golds_in_model_frame(samples, "tiny")
+    for s, m in zip(samples, moved):  # synthetic images are 224 px, the tiny model sees them at 112
+        assert json.loads(m.answer)["bbox_2d"] == [v / 2 for v in json.loads(s.answer)["bbox_2d"]]
+        perfect = f"<think>x</think><answer>{m.answer}</answer>"
+        assert ev.record(m, perfect)["iou"] == pytest.approx(1.0) and ev.record(s, perfect)["iou"] < 0.5
