@@ -190,10 +190,11 @@ class Config:
 # TINY: `torchrun --nproc_per_node=2 grpo.py` on 2 CPU cores, cold cache included, in a few minutes. The tiny model
 # cannot really see (its warm-up taught the format and random answers), so what it learns here is ROAM's point:
 # reasoning that concludes the option it answers (the "consistency" metric), hence a high lr. Its replies are
-# ~30 tokens. REAL is the paper's run (§4.1 and the authors' code): G = 8, 8 prompts per step, 256 new tokens.
+# ~30 tokens. REAL is the paper's run (§4.1 and the authors' code): G = 8, 8 prompts per step, 256 new tokens,
+# lr 5e-7 (the authors' config; the paper gives none), constant after the warm-up (theirs decays linearly).
 TINY = dict(prompts_per_step=8, steps=40, max_completion=48, lr=1e-3, warmup_steps=2, shots=0, save_every=20,
             eval_every=10)
-REAL = dict(prompts_per_step=8, steps=1000, max_completion=256, lr=1e-6, warmup_steps=10, shots=1, save_every=100,
+REAL = dict(prompts_per_step=8, steps=1000, max_completion=256, lr=5e-7, warmup_steps=10, shots=1, save_every=100,
             eval_every=0)
 PLAN_ONLY = ("plan", "gpus", "gpu_gb")  # not settings of the run: left out of its trainer_state.json
 
@@ -220,7 +221,7 @@ def resolve(cfg):
           for low, names in at_least.items() for name in names],
         (cfg.logprob_batch is None or cfg.logprob_batch <= cfg.group_size,
          f"{flag('logprob_batch')}: at most --group-size {cfg.group_size} (a forward packs one prompt's completions)"),
-        (0 < cfg.lr < math.inf, f"{flag('lr')}: must be a number > 0, e.g. 1e-6"),  # nan and inf fail too
+        (0 < cfg.lr < math.inf, f"{flag('lr')}: must be a number > 0, e.g. 5e-7"),  # nan and inf fail too
         (0 <= cfg.beta < math.inf, f"{flag('beta')}: must be >= 0 (0: no KL term)"),
         (0 < cfg.clip_eps < 1, f"{flag('clip_eps')}: must be in (0, 1), e.g. 0.2: ρ is clipped to [1-ε, 1+ε]"),
         (cfg.max_grad_norm > 0, f"{flag('max_grad_norm')}: must be > 0 (inf: no clipping)"),
