@@ -17,7 +17,6 @@ import os
 import random
 import re
 import sys
-from dataclasses import dataclass
 from statistics import fmean
 
 import cli
@@ -337,7 +336,7 @@ def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=T
 
 # ----------------------------------------------------------------------------- CLI
 
-@dataclass
+@dataclasses.dataclass
 class Config:
     model: str = cli.option("tiny", '"tiny" = the embedded offline model, else a local Hugging Face folder')
     data: str | None = cli.option(None, "MMAD-schema json (mmad.json); default: the synthetic set")
@@ -506,6 +505,7 @@ def evaluate(cfg: Config) -> dict:
                "device", "unanswered")}, "data": os.path.abspath(json_path),
                "model": cfg.model if cfg.model == "tiny" else os.path.abspath(cfg.model)}
     check_setting(out, setting)
+
     def load_generator():
         import torch
         import anomalyr1
