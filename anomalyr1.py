@@ -163,8 +163,8 @@ def generate(model, processor, batch, max_new_tokens=256, temperature=1.0, num_r
                   use_cache=True, logits_to_keep=1).past_key_values
     cache.batch_repeat_interleave(group)                                            # [B·G] rows of [P-1] tokens
     model.model.rope_deltas = model.model.rope_deltas.repeat_interleave(group, 0)   # [B·G, 1]
-    # sampling: from π_θ itself, which eq. (1) and (5) score; the released Instruct checkpoints' generation_config.json
-    # would otherwise add their top_k, top_p and repetition_penalty (1.05) to every rollout
+    # sampling: from π_θ itself, which eq. (1) and (5) score; the released Instruct checkpoints'
+    # generation_config.json would otherwise add their top_k, top_p and repetition_penalty (1.05) to every rollout
     sampling = (dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, repetition_penalty=1.0)
                 if do_sample and temperature > 0 else dict(do_sample=False))  # temperature 0: greedy
     with decoding(model):

@@ -381,7 +381,8 @@ def options_unreadable(tmp, w):
 def options_repeated_letter(tmp, w):
     """Was accepted: the second A replaced the first, and the answer printed was 'A. No.'."""
     argv = ask(w, os.path.join(w.root, NORMAL))
-    return Case(anomalyr1.main, argv + ["--options", "A=Yes.,A=No."], "--options 'A=Yes.,A=No.': repeats the letter(s) A",
+    return Case(anomalyr1.main, argv + ["--options", "A=Yes.,A=No."],
+                "--options 'A=Yes.,A=No.': repeats the letter(s) A",
                 lambda: argv + ["--options", "A=Yes.,B=No."])
 
 

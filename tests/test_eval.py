@@ -365,9 +365,11 @@ def test_compare_warns_when_settings_differ(tmp_path):
 def test_checkpoints_are_named_after_their_run():
     """Every grpo.py run's checkpoint is called final: two runs' evals would share runs/eval/final_0shot (the
     second then refused: answers of another setting) and both read "final" in the tables."""
-    assert ev.model_name("runs/grpo/final") == "grpo-final" and ev.model_name("runs/classical/final/") == "classical-final"
+    assert ev.model_name("runs/grpo/final") == "grpo-final"
+    assert ev.model_name("runs/classical/final/") == "classical-final"
     assert ev.model_name("runs/try/step-000020") == "try-step-000020"
-    assert ev.model_name("/models/Qwen2.5-VL-3B-Instruct") == "Qwen2.5-VL-3B-Instruct" and ev.model_name("tiny") == "tiny"
+    assert ev.model_name("/models/Qwen2.5-VL-3B-Instruct") == "Qwen2.5-VL-3B-Instruct"
+    assert ev.model_name("tiny") == "tiny"
 
 
 def test_grounding_is_scored_in_the_frame_the_model_sees(tmp_path, request):
