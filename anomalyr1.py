@@ -88,25 +88,25 @@ def build_messages(sample, shots=0, templates="similar"):
 # ----------------------------------------------------------------------------- images
 
 def load_image(path, max_size=MAX_IMAGE_SIZE):
-    """Open an image as RGB, downscaled (aspect kept) to fit max_size in its own orientation (§4.1).
-
-    Decoding is data.open_image's, shared by every entry point: 16-bit images scaled to 8 bits, transparent ones
+    """Open an image as RGB, downscaled (aspect kept) to fit max_size in its own orientation (§4.1). Decoding is
+    data.open_image's, shared by every entry point: 16-bit images scaled to 8 bits, transparent ones
     composited on white; a missing or corrupt file raises FileNotFoundError/ValueError naming it."""
     image = data.open_image(path)
-    long_side, short_side = max(max_size), min(max_size)
-    w, h = image.size
+    size = fitted_size(image.size, max_size)
+    return image if size == image.size else image.resize(size, Image.BICUBIC)
+
+
+def fitted_size(size, max_size=MAX_IMAGE_SIZE):
+    """(w, h) of an image of `size` once load_image has fitted it into max_size: known without decoding it."""
+    (w, h), long_side, short_side = size, max(max_size), min(max_size)
     scale = min(1.0, long_side / max(w, h), short_side / min(w, h))
-    if scale < 1.0:
-        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
-    return image
+    return (max(1, round(w * scale)), max(1, round(h * scale))) if scale < 1.0 else (w, h)
 
 
 def prepare(processor, samples, shots=0, templates="similar"):
-    """Tokenize a batch of samples (left-padded, so generation appends on the right).
-
-    Returns the processor's BatchFeature: input_ids [B, P], attention_mask [B, P], mm_token_type_ids [B, P],
-    pixel_values [patches, C·T·14·14], image_grid_thw [images, 3] (images in prompt order, sample by sample).
-    """
+    """Tokenize a batch of samples (left-padded, so generation appends on the right): the processor's BatchFeature,
+    input_ids [B, P], attention_mask [B, P], mm_token_type_ids [B, P], pixel_values [patches, C·T·14·14],
+    image_grid_thw [images, 3] (images in prompt order, sample by sample)."""
     return prepare_conversations(processor, [build_messages(s, shots, templates) for s in samples])
 
 

@@ -345,7 +345,7 @@ def gold_answer(sample, processor):
     from PIL import Image
     with Image.open(sample.path()) as im:
         original = im.size
-    shown = anomalyr1.model_input_size(processor, anomalyr1.load_image(sample.path()).size)
+    shown = anomalyr1.model_input_size(processor, anomalyr1.fitted_size(original))  # no decode: the header's size
     return json.dumps({"bbox_2d": anomalyr1.box_to_input_frame(json.loads(sample.answer)["bbox_2d"], original, shown)})
 
 

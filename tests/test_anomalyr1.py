@@ -118,6 +118,7 @@ def test_large_images_are_downscaled_to_fit_1000x800(tmp_path, size, expected):
     image = anomalyr1.load_image(path)
     assert image.size == expected and image.mode == "RGB"
     assert max(image.size) <= 1000 and min(image.size) <= 800
+    assert anomalyr1.fitted_size(size) == expected  # what grpo.gold_answer uses, without decoding the image
 
 
 def test_missing_image_is_one_clear_line(tmp_path):
