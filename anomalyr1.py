@@ -191,14 +191,14 @@ def decode(processor, completion_ids):
     return [processor.tokenizer.decode(ids[m], skip_special_tokens=True) for ids, m in zip(completion_ids, mask)]
 
 
-def logprobs(model, prompt, completions):
+def logprobs(model, prompt, completions, temperature=1.0):
     """log π_θ(o_t | q, o_<t) [G, T] of G completions [G, T] of one unpadded prompt [1, P]: the definition.
 
     One ordinary forward per completion over [q | o_i]; the model numbers the positions itself (3-D mRoPE for the
     image tokens, which it finds through mm_token_type_ids). The logits at position P - 1 + t predict o_t.
     packed_logprobs computes the same numbers in one forward; this is the version to read, and the one the tests
-    hold it to (log-probs and gradients).
-    """
+    hold it to (log-probs and gradients). π_θ at `temperature` T is softmax(logits / T), what generate samples from
+    at T (TRL scores rollouts so too); / 1.0 is exact, so T = 1 changes no bit."""
     prompt = {k: v.to(model.device) for k, v in prompt.items()}
     P = prompt["input_ids"].shape[1]
     rows = []
@@ -207,13 +207,13 @@ def logprobs(model, prompt, completions):
         types = torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(o)[None]], 1)  # [1, P+T]: 0 = text
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types,
                        pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"],
-                       use_cache=False).logits[0, P - 1:-1].float()                   # [T, V]
+                       use_cache=False).logits[0, P - 1:-1].float() / temperature     # [T, V]
         rows.append(logits.log_softmax(-1).gather(-1, o[:, None]).squeeze(-1))      # [T]
     return torch.stack(rows)                                                        # [G, T]
 
 
-def packed_logprobs(model, prompt, completions):
-    """logprobs(model, prompt, completions), the same [G, T] numbers, in one forward instead of G.
+def packed_logprobs(model, prompt, completions, temperature=1.0):
+    """logprobs(model, prompt, completions, temperature), the same [G, T] numbers, in one forward instead of G.
 
     The row is [q | o_1 | o_2 | … | o_G]: the prompt and its images go through the model once, not G times. With
     the paper's settings (two 1000×800 images ≈ 2.3k prompt tokens, G = 8 × 256 completion tokens) that is 4.3k
@@ -252,7 +252,7 @@ def packed_logprobs(model, prompt, completions):
     ).logits[0].view(G, T, -1)                                                      # [G, T, V]
     logps = []
     for row_logits, row_ids in zip(logits, completions):  # fp32 one completion at a time: [T, V], not [G, T, V]
-        row_logits = row_logits.float()                                             # [T, V]
+        row_logits = row_logits.float() / temperature                               # [T, V]
         logps.append(row_logits.gather(-1, row_ids[:, None]).squeeze(-1) - row_logits.logsumexp(-1))  # [T]
     return torch.stack(logps)                                                       # [G, T]
 

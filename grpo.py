@@ -387,8 +387,8 @@ def train_step(policy, ref, optimizer, batches, ids, mask, advantages, cfg, devi
     """μ = --inner-steps optimizer steps on one rollout: log-probs, eq. (3), AdamW. Returns stats sums."""
     chunks = micro_batches(batches, mask, cfg)
 
-    def logprobs(model, batch, rows, T):
-        return anomalyr1.packed_logprobs(model, batch, ids[rows, :T])  # [n, T]: the prompt once, then n completions
+    def logprobs(model, batch, rows, T):  # [n, T] π_θ, π_θold, π_ref: all at the sampled T, as TRL (its ref too)
+        return anomalyr1.packed_logprobs(model, batch, ids[rows, :T], cfg.temperature)
 
     with torch.no_grad():
         ref_logp = [logprobs(ref, *c) if ref is not None else None for c in chunks]

@@ -245,6 +245,33 @@ def test_packed_row_gives_the_logprobs_and_gradients_of_separate_rows(tiny, tmp_
         assert (packed_grads[name] - grad).abs().max() <= 1e-4 * (1 + grad.abs().max()), name
 
 
+def test_logprobs_score_at_the_sampling_temperature(tiny, tmp_path):
+    """A rollout drawn at temperature T comes from softmax(logits / T): the ratio and the KL must score that
+    distribution, not T = 1's. Both log-prob functions equal log_softmax(logits / T) gathered by hand from one plain
+    forward per [q | o_i]."""
+    model, processor = tiny
+    batch = anomalyr1.prepare(processor, [sample_for(write_image(tmp_path / "q.png", (100, 70)))], shots=0)
+    prompt = anomalyr1.split_prompts(batch, model.config.vision_start_token_id)[0]
+    P = prompt["input_ids"].shape[1]
+    completions = torch.randint(0, min(processor.tokenizer.all_special_ids), (2, 7),
+                                generator=torch.Generator().manual_seed(0))  # [G, T], plain text
+    by_hand = []
+    with torch.no_grad():
+        for o in completions:                                                  # [T]
+            ids = torch.cat([prompt["input_ids"], o[None]], 1)                 # [1, P+T]
+            types = torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(o)[None]], 1)  # [1, P+T]
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types,
+                           pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"],
+                           use_cache=False).logits[0, P - 1:-1].float()       # [T, V]
+            by_hand.append(torch.log_softmax(logits / 0.5, -1).gather(-1, o[:, None]).squeeze(-1))  # [T]
+        expected = torch.stack(by_hand)                                        # [G, T]
+        packed = anomalyr1.packed_logprobs(model, prompt, completions, temperature=0.5)  # [G, T]
+        plain = anomalyr1.logprobs(model, prompt, completions, temperature=0.5)          # [G, T]
+        at_one = anomalyr1.packed_logprobs(model, prompt, completions)                   # [G, T]
+    assert (packed - expected).abs().max() < 1e-4 and (plain - expected).abs().max() < 1e-4
+    assert (at_one - expected).abs().max() > 1e-2, "T = 0.5 and T = 1 should score differently"
+
+
 def test_completion_mask_stops_after_first_end_of_turn():
     ids = torch.tensor([[5, 6, 9, 1, 1], [5, 9, 9, 1, 1], [5, 6, 7, 8, 4]])
     assert anomalyr1.completion_mask(ids, eos_id=9).tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]

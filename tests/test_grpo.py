@@ -150,6 +150,20 @@ def test_nan_step_is_skipped_and_counted(tiny, synthetic, tmp_path, monkeypatch)
     assert any(not torch.equal(step1[k], step2[k]) for k in start), "training goes on after it"
 
 
+def test_policy_old_and_ref_logprobs_are_taken_at_the_rollout_temperature(tiny, synthetic, tmp_path, monkeypatch):
+    seen = []
+    real = anomalyr1.packed_logprobs
+
+    def spy(model, prompt, completions, temperature=1.0):
+        seen.append((torch.is_grad_enabled(), temperature))
+        return real(model, prompt, completions, temperature)
+
+    monkeypatch.setattr(anomalyr1, "packed_logprobs", spy)
+    grpo.train(config(tmp_path, steps=1, inner_steps=2, beta=0.04, temperature=0.5, max_completion=8))
+    # per prompt: π_ref and π_θold without grad, then π_θ with grad on each of the μ = 2 inner steps
+    assert sorted(seen) == [(False, 0.5)] * 4 + [(True, 0.5)] * 4
+
+
 def test_micro_batches_and_inner_steps_give_the_same_update(tiny, synthetic, tmp_path):
     # One step, μ = 2 optimizer steps on the same rollout (so π_θold and the clip are live), token-level norm:
     # log-probs taken 1 completion at a time must give the same update as whole groups of 4.
