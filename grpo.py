@@ -68,11 +68,14 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0
     if beta != 0 and ref_logp is None:
         raise ValueError(f"beta={beta} needs ref_logp (the reference model's log-probs); "
                          "pass beta=0 to drop the KL term")
+    # Padding after the end of turn may hold anything, -inf too (-inf - -inf = NaN, NaN · 0 = NaN): zeroed first, it
+    # never reaches the arithmetic (ρ = 1, k3 = 0 there) and masked_fill passes it an exact 0 gradient.
+    pad = mask == 0  # [N, T]
+    logp, old_logp, ref_logp = (x if x is None else x.masked_fill(pad, 0) for x in (logp, old_logp, ref_logp))  # [N, T]
     mask = mask.to(logp.dtype)  # [N, T]
     if old_logp is None:
         old_logp = logp.detach()  # ρ is exactly 1, but its gradient is still ∇ log π_θ
-    # clamp: a garbage log-prob (e.g. on padding) must not make exp() inf, since inf · mask 0 = NaN
-    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # [N, T]
+    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # [N, T] clamp: a huge real gap must not make exp() inf
     ratio = torch.exp(log_ratio)  # [N, T] ρ_i,t, eq. (1)
     A = advantages.to(logp.dtype)[:, None]  # [N, 1] one advantage per completion, shared by its tokens
     M = torch.min(ratio * A, ratio.clamp(1 - clip_eps, 1 + clip_eps) * A)  # [N, T] eq. (4)
@@ -92,11 +95,8 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0
         n = mask.sum().clamp(min=1)
         # the clip is active where min() picked the flat clipped term: those tokens get no policy gradient
         clipped = ((ratio < 1 - clip_eps) & (A < 0)) | ((ratio > 1 + clip_eps) & (A > 0))  # [N, T]
-        stats = {
-            "kl": ((kl * mask).sum() / n).item(),
-            "clip_fraction": ((clipped.to(mask.dtype) * mask).sum() / n).item(),
-            "ratio_mean": ((ratio * mask).sum() / n).item(),
-        }
+        stats = {"kl": ((kl * mask).sum() / n).item(), "ratio_mean": ((ratio * mask).sum() / n).item(),
+                 "clip_fraction": ((clipped.to(mask.dtype) * mask).sum() / n).item()}
     return loss, stats
 
 # ----------------------------------------------------------------------------- training

@@ -213,6 +213,29 @@ def test_grpo_loss_extreme_logprobs_stay_finite():
     assert all(math.isfinite(v) for v in stats.values())
 
 
+@pytest.mark.parametrize("norm", ["seq", "token"])
+@pytest.mark.parametrize("on_policy", [True, False])
+def test_grpo_loss_minus_inf_on_a_masked_slot_is_as_if_it_were_finite(norm, on_policy):
+    # A padding slot may hold log π = -inf (a token the model deems impossible). On-policy, old_logp = logp.detach()
+    # gives -inf - -inf = NaN there, and NaN · mask 0 is NaN: the slot must not reach the arithmetic at all.
+    base = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]])  # [N, T]
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # [N, T]
+    pad = mask == 0
+
+    def run(fill):
+        logp = base.masked_fill(pad, fill).requires_grad_()  # [N, T]
+        old = None if on_policy else (base - 0.1).masked_fill(pad, fill)  # [N, T] off-policy: ρ ≠ 1
+        ref = (base + 0.3).masked_fill(pad, fill)  # [N, T]
+        loss, stats = grpo_loss(logp, old, ref, torch.tensor([1.0, -1.0]), mask, beta=0.04, norm=norm)
+        loss.backward()
+        return loss.detach(), logp.grad, stats
+
+    finite, inf = run(-1.0), run(-math.inf)
+    assert torch.isfinite(inf[0]) and torch.isfinite(inf[1]).all()
+    assert torch.equal(inf[0], finite[0]) and torch.equal(inf[1], finite[1]) and inf[2] == finite[2]
+    assert (inf[1][pad] == 0).all() and (inf[1][~pad] != 0).all()
+
+
 def previous_grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps, beta, norm):
     """grpo_loss before the step's normaliser became an argument (a mean over the micro-batch), kept to compare."""
     mask = mask.to(logp.dtype)
