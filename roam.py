@@ -14,6 +14,7 @@ import json
 import math
 import re
 import sys
+import unicodedata
 from typing import NamedTuple
 
 import cli  # the standard library only, like this module
@@ -100,8 +101,11 @@ _LOOSE_CUE = re.compile(r"(?i)\b(?:so|therefore|thus|hence|conclude|conclusion|c
                         r"final\s+answer|answer\s+is)\b|答案|所以|因此|故|选")
 _VERDICT_AHEAD = re.compile(r"(?i)[\s*)\]」]*(?:is|seems|appears|looks)\s+(?:to\s+be\s+)?(?:the\s+)?(?:most\s+)?"
                             r"(?:correct|right|best|accurate|appropriate|answer)\b")
-_NEGATION_BEHIND = re.compile(r"(?i)(?:\b(?:not|no|never|nor|neither|without|than|except|excluding|rule\s+out|"
-                              r"instead\s+of)|n't|不是|并非|並非|非)(?:\s+[\w-]+){0,3}?[\s*(\[]*$")
+# "B rather than A", "B instead of A" and "B over A" reject A. "over" only right before the mention ("over option
+# A" too): with words between it is spatial ("over the center", "runs over the cap so D").
+_NEGATION_BEHIND = re.compile(r"(?i)(?:(?:\b(?:not|no|never|nor|neither|without|than|except|excluding|rule\s+out|"
+                              r"instead\s+of)|n't|不是|并非|並非|非)(?:\s+[\w-]+){0,3}?|\bover(?:\s+(?:option|choice))?)"
+                              r"[\s*(\[]*$")
 _NEGATION_AHEAD = re.compile(r"(?i)[\s*)\]」]*(?:(?:,|\band\b|\bor\b)\s*(?:options?\s*)?\(?[A-Z]\)?[\s*)]*)*"
                              r"(?:\b(?:is|are|was|were|seems?|appears?|looks?)\b\s*)?(?:\b(?:each|all|both|also|"
                              r"clearly|definitely|probably|likely)\s+)?(?:not\b|n't|unlikely|incorrect|wrong|"
@@ -175,7 +179,10 @@ def extract_choice(text: str, options: dict) -> str | None:
     match ("deep scratch" beats "scratch")."""
     if not isinstance(text, str) or not text or not options:
         return None
-    letter_re, text_res, restate = _patterns(tuple((str(k), str(v)) for k, v in options.items()))
+    # NFKC once, before any offset is taken: full-width "答案是Ｂ", "（Ｂ）", "ｎｏ" read as "答案是B", "(B)", "no"
+    text = unicodedata.normalize("NFKC", text)
+    letter_re, text_res, restate = _patterns(tuple((str(k), unicodedata.normalize("NFKC", str(v)))
+                                                   for k, v in options.items()))
     stripped = text.strip(_EDGE)
     lo = text.find(stripped[:1]) if stripped else 0
     hi = lo + len(stripped)

@@ -84,6 +84,14 @@ CHOICES = [
     ("It looks like a hole... actually a scratch", KIND, "A"), ("scratch? no, the answer is B", KIND, "B"),
     ("Yes at first glance; the answer is B", YN, "B"), ("B seemed likely, but yes", YN, "A"),
     ("a deep scratch", {"A": "Deep scratch.", "B": "Scratch."}, "A"),   # same end: the longer match wins
+    # "over X", "rather than X", "instead of X" reject X; "over" with words between is only a place
+    ("I choose B over A.", KIND, "B"), ("I choose A over B.", KIND, "A"), ("I pick B over option (A).", KIND, "B"),
+    ("I choose B rather than A.", KIND, "B"), ("I choose B instead of A.", KIND, "B"),
+    ("a hole over scratch", KIND, "B"), ("There is a stain over the center.", WHERE, "D"),
+    ("A crack runs over the cap so D", KIND, "D"),
+    # full-width forms (NFKC), as a model writing Chinese may give them
+    ("答案是Ｂ", YN, "B"), ("答案：Ａ。", YN, "A"), ("（Ｃ）", KIND, "C"), ("The answer is Ｄ.", KIND, "D"),
+    ("ｎｏ", YN, "B"),
     # nothing conclusive
     ("", KIND, None), ("I am not sure.", KIND, None), ("unsure", YN, None),
 ]
@@ -137,6 +145,7 @@ REAL = [
     ("与模板相比，瓶口没有缺陷，因此选择B。", "B", "B", YN, 1.0),
     ("图中螺丝头部有明显的划痕。答案：A", "B", "A", YN, 0.0),   # concludes A, answers B
     ("我仔细观察了图像。", "B", "B", YN, 0.8),
+    ("表面有划痕，所以答案是Ａ。", "Ａ", "A", YN, 1.0),   # full-width letters, in the reasoning and the answer block
     # --- defect type (Defect Classification), option texts are content words
     ("The query image shows a thin line across the plate, which looks like a scratch rather than a crack. "
      "So the answer is A.", "A", "A", KIND, 1.0),
