@@ -102,23 +102,23 @@ def datasets(summary) -> list:
 
 
 def detection_errors(records) -> dict:
-    """Counts beside the accuracy table: questions scored, unanswered, and for Anomaly Detection
-    Overkill (% of normal images answered "Yes." = defective) and Miss (% of defective images
-    answered "No."). An unanswered AD question is wrong but neither overkill nor miss. Needs the
-    records' `options`; a rate is None where no such question carries them."""
+    """Counts beside the accuracy table: questions scored, unanswered, and Anomaly Detection's Overkill (% of normal
+    images answered "Yes." = defective) and Miss (% of defective ones "No."), each the mean of the datasets' rates as in
+    MMAD's summary script (pooled, the largest dataset would set it); an unanswered one is neither. Needs `options`."""
     scored = [r for r in records if FOLD.get(r["question_type"], r["question_type"]) in QUESTION_TYPES]
-    said = {"normal": [], "defect": []}  # option text the model chose, per AD question
+    said = {}  # (side, dataset) -> option texts the model chose on its Anomaly Detection questions
     for r in scored:
         if r["question_type"] == "Anomaly Detection" and r.get("options"):
-            text = r["options"].get(r["predicted"], "") if r["predicted"] else ""
-            said["normal" if is_normal(r["image"]) else "defect"].append(text.strip().lower().rstrip("."))
-    rate = lambda xs, word: 100.0 * sum(x == word for x in xs) / len(xs) if xs else None  # noqa: E731
+            key = ("normal" if is_normal(r["image"]) else "defect", r["image"].replace("\\", "/").split("/")[0])
+            said.setdefault(key, []).append((r["options"].get(r["predicted"]) or "").strip().lower().rstrip("."))
+
+    def rate(side, word):  # over the datasets with such questions, else None (MMAD's script has 100% for none)
+        rates = [100.0 * texts.count(word) / len(texts) for (of_side, _), texts in said.items() if of_side == side]
+        return fmean(rates) if rates else None
     out = {"questions": len(scored), "unanswered": sum(r["predicted"] is None for r in scored),
-           "overkill": rate(said["normal"], "yes"), "miss": rate(said["defect"], "no")}
+           "overkill": rate("normal", "yes"), "miss": rate("defect", "no")}
     ious = [r["iou"] for r in records if r["question_type"] == "Defect Grounding" and "iou" in r]
-    if ious:
-        out["grounding_iou"] = fmean(ious)
-    return out
+    return {**out, "grounding_iou": fmean(ious)} if ious else out
 
 
 # ----------------------------------------------------------------------------- tables
@@ -411,8 +411,8 @@ def _notes(records, errors, agree, unanswered) -> str:
     n, total = errors["unanswered"], errors["questions"]
     rule = ("count as wrong (--unanswered wrong)" if unanswered == "wrong"
             else "are dropped from the denominator (--unanswered drop, MMAD's published tables)")
-    lines = [f"Anomaly Detection: overkill {fmt(errors['overkill'])} (normal images called defective), "
-             f"miss {fmt(errors['miss'])} (defective images called normal).",
+    lines = [f"Anomaly Detection, mean of the datasets: overkill {fmt(errors['overkill'])} (normal images called "
+             f"defective), miss {fmt(errors['miss'])} (defective images called normal).",
              f"Unanswered questions: {n} of {total}; in the tables they {rule}."]
     if "grounding_iou" in errors:
         lines.insert(1, f"Defect Grounding: mean IoU {errors['grounding_iou']:.3f}.")

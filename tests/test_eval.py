@@ -157,6 +157,25 @@ def test_detection_errors_overkill_and_miss():
     assert no_options["overkill"] is None and no_options["miss"] is None
 
 
+def test_overkill_and_miss_are_means_of_the_datasets_rates():
+    """MMAD's summary script computes overkill and miss per dataset, then averages the datasets (as its tables):
+    pooled over all questions, the dataset with the most images would set them."""
+    def answered(image, said):  # an Anomaly Detection question on `image`, answered with the option text `said`
+        return rec(image, "Anomaly Detection", "B" if "/good/" in image else "A", "A" if said == "Yes." else "B",
+                   {"A": "Yes.", "B": "No."})
+    mvtec = [answered("MVTec-AD/bottle/test/good/0.png", "Yes."),     # overkill 1 of 1: 100%
+             answered("MVTec-AD/bottle/test/broken/0.png", "No.")]    # miss 1 of 1: 100%
+    visa = ([answered(f"VisA/pcb1/test/good/{i}.JPG", "No.") for i in range(3)]      # overkill 0 of 3
+            + [answered(f"VisA/pcb1/test/bad/{i}.JPG", "Yes.") for i in range(3)])   # miss 0 of 3
+    e = ev.detection_errors(mvtec + visa)
+    assert e["overkill"] == pytest.approx((100 + 0) / 2) and e["miss"] == pytest.approx((100 + 0) / 2)  # pooled: 25
+    goods = [answered("GoodsAD/drink_goods/test/bad/0.jpg", "No."),   # defective images only: miss 1 of 2
+             answered("GoodsAD/drink_goods/test/bad/1.jpg", "Yes.")]
+    e = ev.detection_errors(mvtec + visa + goods)
+    assert e["miss"] == pytest.approx((100 + 0 + 50) / 3)
+    assert e["overkill"] == pytest.approx(50.0)   # no normal GoodsAD image: no GoodsAD overkill (MMAD's script: 100)
+
+
 def test_shuffle_remaps_gold_and_is_deterministic():
     opts = {"A": "scratch", "B": "crack", "C": "hole", "D": "stain"}
     landed = set()
