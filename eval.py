@@ -102,23 +102,23 @@ def datasets(summary) -> list:
 
 
 def detection_errors(records) -> dict:
-    """Counts beside the accuracy table: questions scored, unanswered, and for Anomaly Detection
-    Overkill (% of normal images answered "Yes." = defective) and Miss (% of defective images
-    answered "No."). An unanswered AD question is wrong but neither overkill nor miss. Needs the
-    records' `options`; a rate is None where no such question carries them."""
+    """Counts beside the accuracy table: questions scored, unanswered, and Anomaly Detection's Overkill (% of normal
+    images answered "Yes." = defective) and Miss (% of defective ones "No."), each the mean of the datasets' rates as in
+    MMAD's summary script (pooled, the largest dataset would set it); an unanswered one is neither. Needs `options`."""
     scored = [r for r in records if FOLD.get(r["question_type"], r["question_type"]) in QUESTION_TYPES]
-    said = {"normal": [], "defect": []}  # option text the model chose, per AD question
+    said = {}  # (side, dataset) -> option texts the model chose on its Anomaly Detection questions
     for r in scored:
         if r["question_type"] == "Anomaly Detection" and r.get("options"):
-            text = r["options"].get(r["predicted"], "") if r["predicted"] else ""
-            said["normal" if is_normal(r["image"]) else "defect"].append(text.strip().lower().rstrip("."))
-    rate = lambda xs, word: 100.0 * sum(x == word for x in xs) / len(xs) if xs else None  # noqa: E731
+            key = ("normal" if is_normal(r["image"]) else "defect", r["image"].replace("\\", "/").split("/")[0])
+            said.setdefault(key, []).append((r["options"].get(r["predicted"]) or "").strip().lower().rstrip("."))
+
+    def rate(side, word):  # over the datasets with such questions, else None (MMAD's script has 100% for none)
+        rates = [100.0 * texts.count(word) / len(texts) for (of_side, _), texts in said.items() if of_side == side]
+        return fmean(rates) if rates else None
     out = {"questions": len(scored), "unanswered": sum(r["predicted"] is None for r in scored),
-           "overkill": rate(said["normal"], "yes"), "miss": rate(said["defect"], "no")}
+           "overkill": rate("normal", "yes"), "miss": rate("defect", "no")}
     ious = [r["iou"] for r in records if r["question_type"] == "Defect Grounding" and "iou" in r]
-    if ious:
-        out["grounding_iou"] = fmean(ious)
-    return out
+    return {**out, "grounding_iou": fmean(ious)} if ious else out
 
 
 # ----------------------------------------------------------------------------- tables
@@ -186,7 +186,7 @@ def read_results(path) -> dict:
 def compare_settings(named) -> str:
     """Each result's setting and question count, and a warning naming what differs besides the model: a delta
     between different questions or shots is not the model's doing."""
-    keys = ("data", "split", "shots", "templates", "seed", "shuffle", "unanswered_rule", "questions")
+    keys = ("data", "split", "heldout_draw", "shots", "templates", "seed", "shuffle", "unanswered_rule", "questions")
     metas = [res.get("_meta", {}) for _, res in named]
     lines = [f"{name}: {meta.get('questions', '?')} questions, {meta.get('shots', '?')}-shot, "
              f"split {meta.get('split', '?')}, model {meta.get('model', '?')}" for (name, _), meta in zip(named, metas)]
@@ -341,11 +341,10 @@ class Config:
     model: str = cli.option("tiny", '"tiny" = the embedded offline model, else a local Hugging Face folder')
     data: str | None = cli.option(None, "MMAD-schema json (mmad.json); default: the synthetic set")
     root: str | None = cli.option(None, "folder the json's image paths are relative to; default: the json's folder")
-    split: str = cli.option("heldout", "heldout: only images grpo.py's few-shot draw left out; "
-                            "all: the whole json (the paper's tables)", choices=["heldout", "all"])
-    shots: int | None = cli.option(None, "normal template images shown before the query; default: the shots the "
-                                   "checkpoint was trained with (grpo.py's run settings), else 1 (Table 2 is 1-shot)",
-                                   choices=[0, 1, 2])
+    split: str = cli.option("heldout", "heldout: only images the checkpoint's few-shot draw left out (its grpo.py "
+                            "--seed, --n-images); all: the whole json (paper's tables)", choices=["heldout", "all"])
+    shots: int | None = cli.option(None, "normal template images before the query; default: the checkpoint's "
+                                   "(grpo.py's run settings), else 1 (Table 2 is 1-shot)", choices=[0, 1, 2])
     templates: str = cli.option("similar", "MMAD's retrieved similar templates, or random ones (paper §4.4)",
                                 choices=["similar", "random"])
     limit: int | None = cli.option(None, "answer N questions drawn with --seed across every dataset, category and "
@@ -372,40 +371,37 @@ def parse_args(argv=None):
     return Config(**args), compare_paths
 
 
-def load_questions(cfg: Config):
+def load_questions(cfg: Config, draw=None):
     import data
     import synth
     json_path, root = synth.questions_file(cfg)
     if cfg.data is None:
         print(f"no --data: using the synthetic set {json_path}", file=sys.stderr)
     samples = data.load_mmad(json_path, root)
-    if cfg.split == "heldout":  # same draw as grpo.py's defaults, so no training image is scored
-        samples = data.few_shot(samples)[1]
+    if cfg.split == "heldout":  # draw: the run's few-shot draw (run_settings), so no image it trained on is scored
+        samples = data.few_shot(samples, **(draw or {}))[1]
         if not samples:
-            raise ValueError(f"{json_path}: the held-out split is empty (every image is a training image); "
-                             "pass --split all")
-    if not cfg.grounding:
-        samples = [s for s in samples if s.question_type != "Defect Grounding"]
+            raise ValueError(f"{json_path}: no held-out image (the few-shot draw takes them all); pass --split all")
+    samples = [s for s in samples if cfg.grounding or s.question_type != "Defect Grounding"]
     return data.spread_sample(samples, cfg.limit, cfg.seed) if cfg.limit else samples, json_path
 
 
-def training_shots(model):
-    """(--shots, why) to score `model` with by default: the shots it was trained with (grpo.py's default for
-    "tiny"; a grpo.py checkpoint's saved run settings: its own trainer_state.json, or the newest step-NNNNNN/ beside
-    final/), else MMAD Table 2's 1-shot."""
-    if model == "tiny":
-        import grpo
-        return grpo.TINY["shots"], "grpo.py's for the tiny model"
-    folder = os.path.normpath(model)
-    run = os.path.dirname(folder)
+def run_settings(model):
+    """(shots, draw, why) to score `model` with by default, as it was trained; draw: data.few_shot's seed, n_images.
+    A grpo.py checkpoint's trainer_state.json (final/ has none: the newest step-NNNNNN/'s), else grpo.py's defaults."""
+    import grpo
+    run = os.path.dirname(os.path.normpath(model))  # normpath: "runs/x/final/" is in runs/x too
     steps = sorted(d for d in os.listdir(run) if d.startswith("step-"))[::-1] if os.path.isdir(run) else []
-    for state in [folder] + [os.path.join(run, d) for d in steps]:
+    for state in [] if model == "tiny" else [model] + [os.path.join(run, d) for d in steps]:
         try:
             with open(os.path.join(state, "trainer_state.json")) as f:
-                return int(json.load(f)["config"]["shots"]), "as trained"
+                config = json.load(f)["config"]
+            return int(config["shots"]), {k: int(config[k]) for k in ("seed", "n_images")}, "as trained"
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return 1, "MMAD Table 2"
+    draw = {"seed": grpo.Config.seed, "n_images": grpo.Config.n_images}  # a base model: a default run's questions
+    return ((grpo.TINY["shots"], draw, "grpo.py's defaults for the tiny model") if model == "tiny"
+            else (1, draw, "not a grpo.py run: MMAD Table 2's 1-shot, grpo.py's default draw"))
 
 
 def _notes(records, errors, agree, unanswered) -> str:
@@ -415,8 +411,8 @@ def _notes(records, errors, agree, unanswered) -> str:
     n, total = errors["unanswered"], errors["questions"]
     rule = ("count as wrong (--unanswered wrong)" if unanswered == "wrong"
             else "are dropped from the denominator (--unanswered drop, MMAD's published tables)")
-    lines = [f"Anomaly Detection: overkill {fmt(errors['overkill'])} (normal images called defective), "
-             f"miss {fmt(errors['miss'])} (defective images called normal).",
+    lines = [f"Anomaly Detection, mean of the datasets: overkill {fmt(errors['overkill'])} (normal images called "
+             f"defective), miss {fmt(errors['miss'])} (defective images called normal).",
              f"Unanswered questions: {n} of {total}; in the tables they {rule}."]
     if "grounding_iou" in errors:
         lines.insert(1, f"Defect Grounding: mean IoU {errors['grounding_iou']:.3f}.")
@@ -490,13 +486,17 @@ def model_name(model):
 def evaluate(cfg: Config) -> dict:
     """Answer, score and write OUT/answers.jsonl, results.json, results.md; return results."""
     check_config(cfg)
-    if cfg.shots is None:  # score a trained model the way it was trained
-        shots, why = training_shots(cfg.model)
+    shots, draw, why = run_settings(cfg.model)  # score a model as it was trained, on images it did not train on
+    if cfg.shots is None:
         cfg = dataclasses.replace(cfg, shots=shots)
         print(f"--shots {shots} ({why})", file=sys.stderr)
+    draw = draw if cfg.split == "heldout" else None  # --split all: no draw, every image
+    if draw:
+        print(f"--split heldout: the images grpo.py --seed {draw['seed']} --n-images {draw['n_images']} left out "
+              f"({why})", file=sys.stderr)
     name = model_name(cfg.model)
     out = cfg.out or os.path.join("runs", "eval", f"{name}_{cfg.shots}shot")
-    samples, json_path = load_questions(cfg)
+    samples, json_path = load_questions(cfg, draw)
     if cfg.grounding:  # the model answers a box in the frame it sees: its gold moves there, as in training
         import grpo
         samples = grpo.golds_in_model_frame(samples, cfg.model)
@@ -522,7 +522,7 @@ def evaluate(cfg: Config) -> dict:
 
     records, generated = answer_all(samples, out, load_generator, cfg.batch_size, cfg.seed, cfg.shuffle)
     summary, errors, agree = summarize(records, cfg.unanswered), detection_errors(records), consistency(records)
-    meta = {"model": cfg.model, "data": setting["data"], "split": cfg.split, "shots": cfg.shots,
+    meta = {"model": cfg.model, "data": setting["data"], "split": cfg.split, "heldout_draw": draw, "shots": cfg.shots,
             "templates": cfg.templates, "seed": cfg.seed, "shuffle": cfg.shuffle, "unanswered_rule": cfg.unanswered,
             **errors, "generated": generated, "date": datetime.datetime.now().isoformat(timespec="seconds")}
     results = {**summary, "_meta": meta, "_consistency": agree}

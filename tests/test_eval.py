@@ -157,6 +157,25 @@ def test_detection_errors_overkill_and_miss():
     assert no_options["overkill"] is None and no_options["miss"] is None
 
 
+def test_overkill_and_miss_are_means_of_the_datasets_rates():
+    """MMAD's summary script computes overkill and miss per dataset, then averages the datasets (as its tables):
+    pooled over all questions, the dataset with the most images would set them."""
+    def answered(image, said):  # an Anomaly Detection question on `image`, answered with the option text `said`
+        return rec(image, "Anomaly Detection", "B" if "/good/" in image else "A", "A" if said == "Yes." else "B",
+                   {"A": "Yes.", "B": "No."})
+    mvtec = [answered("MVTec-AD/bottle/test/good/0.png", "Yes."),     # overkill 1 of 1: 100%
+             answered("MVTec-AD/bottle/test/broken/0.png", "No.")]    # miss 1 of 1: 100%
+    visa = ([answered(f"VisA/pcb1/test/good/{i}.JPG", "No.") for i in range(3)]      # overkill 0 of 3
+            + [answered(f"VisA/pcb1/test/bad/{i}.JPG", "Yes.") for i in range(3)])   # miss 0 of 3
+    e = ev.detection_errors(mvtec + visa)
+    assert e["overkill"] == pytest.approx((100 + 0) / 2) and e["miss"] == pytest.approx((100 + 0) / 2)  # pooled: 25
+    goods = [answered("GoodsAD/drink_goods/test/bad/0.jpg", "No."),   # defective images only: miss 1 of 2
+             answered("GoodsAD/drink_goods/test/bad/1.jpg", "Yes.")]
+    e = ev.detection_errors(mvtec + visa + goods)
+    assert e["miss"] == pytest.approx((100 + 0 + 50) / 3)
+    assert e["overkill"] == pytest.approx(50.0)   # no normal GoodsAD image: no GoodsAD overkill (MMAD's script: 100)
+
+
 def test_shuffle_remaps_gold_and_is_deterministic():
     opts = {"A": "scratch", "B": "crack", "C": "hole", "D": "stain"}
     landed = set()
@@ -335,31 +354,69 @@ def test_limit_spreads_over_categories_and_subtasks_with_a_seed():
     assert data.spread_sample(samples, 1000, seed=0) == samples          # a limit above the count takes all
 
 
-def test_shots_default_to_the_checkpoints_training_shots(tmp_path):
+def test_shots_and_draw_default_to_the_checkpoints_run_settings(tmp_path):
     run = tmp_path / "run"
     for step, shots in (("step-000010", 0), ("step-000020", 2)):
         (run / step).mkdir(parents=True)
-        (run / step / "trainer_state.json").write_text(json.dumps({"step": 1, "config": {"shots": shots}}))
+        config = {"shots": shots, "seed": 3, "n_images": 50}
+        (run / step / "trainer_state.json").write_text(json.dumps({"step": 1, "config": config}))
     (run / "final").mkdir()
-    assert ev.training_shots(str(run / "final")) == (2, "as trained")  # the newest checkpoint beside final/
-    assert ev.training_shots(str(run / "step-000010"))[0] == 0          # its own state first
-    assert ev.training_shots(str(tmp_path / "elsewhere")) == (1, "MMAD Table 2")  # not a grpo.py run
+    newest = (2, {"seed": 3, "n_images": 50}, "as trained")
+    assert ev.run_settings(str(run / "final")) == newest              # final/ has none: the newest beside it
+    assert ev.run_settings(str(run / "step-000010"))[0] == 0          # its own state first
+    default_draw = {"seed": 0, "n_images": 600}                         # grpo.py's defaults, as data.few_shot's
+    assert ev.run_settings(str(tmp_path / "elsewhere"))[:2] == (1, default_draw)  # not a grpo.py run: MMAD Table 2
     import grpo
-    assert ev.training_shots("tiny")[0] == grpo.TINY["shots"]
+    assert ev.run_settings("tiny")[:2] == (grpo.TINY["shots"], default_draw)
+
+
+def test_heldout_split_is_the_checkpoints_own_draw(tmp_path, capsys, request):
+    """A run trained with grpo.py --seed 1 --n-images 50 trained on images that seed 0's default draw holds out:
+    eval.py used to draw seed 0's split whatever the run, so it scored images the model had trained on."""
+    pytest.importorskip("anomalyr1")
+    import shutil
+    import tiny
+    request.getfixturevalue("tiny")                    # conftest: builds the tiny model once per session
+    root, json_path = request.getfixturevalue("synthetic")
+    run = tmp_path / "run"
+    shutil.copytree(tiny.build_tiny(), run / "final")  # final/ has no state: the newest step-NNNNNN/ beside it
+    (run / "step-000040").mkdir()
+    config = {"shots": 0, "seed": 1, "n_images": 50}
+    (run / "step-000040" / "trainer_state.json").write_text(json.dumps({"step": 40, "config": config}))
+    shots, draw, why = ev.run_settings(str(run / "final"))
+    assert (shots, draw, why) == (0, {"seed": 1, "n_images": 50}, "as trained")
+
+    samples = data.load_mmad(json_path, root)
+    trained, held_out = data.few_shot(samples, n_images=50, seed=1)
+    trained = {s.image for s in trained}
+    assert trained & {s.image for s in data.few_shot(samples)[1]}   # seed 0's held-out split holds its training images
+    held = ev.load_questions(ev.Config(model=str(run / "final"), data=json_path, root=root), draw)[0]
+    assert held == [s for s in held_out if s.question_type != "Defect Grounding"]
+
+    out = tmp_path / "eval"
+    assert ev.main(["--model", str(run / "final"), "--data", json_path, "--root", root, "--limit", "4",
+                    "--max-new-tokens", "4", "--device", "cpu", "--out", str(out)]) == 0
+    assert "--split heldout: the images grpo.py --seed 1 --n-images 50 left out (as trained)" in capsys.readouterr().err
+    answered = {json.loads(line)["image"] for line in lines(out / "answers.jsonl")}
+    assert len(answered) >= 1 and not answered & trained
+    assert json.loads((out / "results.json").read_text())["_meta"]["heldout_draw"] == draw
 
 
 def test_compare_warns_when_settings_differ(tmp_path):
-    def result(name, shots, questions):
+    def result(name, shots, questions, draw=None):
         path = tmp_path / name / "results.json"
         path.parent.mkdir()
         path.write_text(json.dumps({"ds": {"Anomaly Detection": 50.0, "Average": 50.0},
                                     "Average": {"Anomaly Detection": 50.0, "Average": 50.0},
-                                    "_meta": {"shots": shots, "questions": questions, "split": "heldout"}}))
+                                    "_meta": {"shots": shots, "questions": questions, "split": "heldout",
+                                              "heldout_draw": draw}}))
         return str(path)
     same = ev.compare([result("a", 0, 160), result("b", 0, 160)])
     assert "a: 160 questions, 0-shot" in same and "WARNING" not in same
     other = ev.compare([result("c", 0, 160), result("d", 1, 50)])
     assert "WARNING: these results differ in shots, questions" in other
+    seed_1 = result("f", 0, 160, {"seed": 1, "n_images": 600})  # as many questions, on another run's held-out images
+    assert "WARNING: these results differ in heldout_draw" in ev.compare([result("e", 0, 160), seed_1])
 
 
 def test_checkpoints_are_named_after_their_run():
