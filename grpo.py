@@ -70,8 +70,8 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0
                          "pass beta=0 to drop the KL term")
     # Padding after the end of turn may hold anything, -inf too (-inf - -inf = NaN, NaN · 0 = NaN): zeroed first, it
     # never reaches the arithmetic (ρ = 1, k3 = 0 there) and masked_fill passes it an exact 0 gradient.
-    pad = mask == 0  # [N, T]
-    logp, old_logp, ref_logp = (x if x is None else x.masked_fill(pad, 0) for x in (logp, old_logp, ref_logp))  # [N, T]
+    pad = mask == 0  # [N, T], as logp, old_logp and ref_logp stay
+    logp, old_logp, ref_logp = (x if x is None else x.masked_fill(pad, 0) for x in (logp, old_logp, ref_logp))
     mask = mask.to(logp.dtype)  # [N, T]
     if old_logp is None:
         old_logp = logp.detach()  # ρ is exactly 1, but its gradient is still ∇ log π_θ
