@@ -388,7 +388,7 @@ def load_questions(cfg: Config, draw=None):
 
 def run_settings(model):
     """(shots, draw, why) to score `model` with by default, as it was trained; draw: data.few_shot's seed, n_images.
-    A grpo.py checkpoint's trainer_state.json (final/ has none: the newest step-NNNNNN/'s), else grpo.py's defaults."""
+    A grpo.py checkpoint's trainer_state.json (old final/s had none: the newest step-*/'s), else grpo.py's defaults."""
     import grpo
     run = os.path.dirname(os.path.normpath(model))  # normpath: "runs/x/final/" is in runs/x too
     steps = sorted(d for d in os.listdir(run) if d.startswith("step-"))[::-1] if os.path.isdir(run) else []

@@ -3,7 +3,8 @@
     OUT/metrics.jsonl        one JSON line per step
     OUT/step-NNNNNN/         a Hugging Face folder (safetensors weights, config, processor) + optimizer.safetensors
                              + trainer_state.json: everything --resume needs
-    OUT/final/               the last step's Hugging Face folder alone, to load with transformers or eval.py
+    OUT/final/               the last step's Hugging Face folder + trainer_state.json (the run's settings, which
+                             eval.py draws its held-out split from), to load with transformers or eval.py
     OUT/run.lock             locked by rank 0 while a run writes here (see lock)
 
 A folder appears only by an atomic rename of a finished, fsynced .tmp-* folder, so a run killed mid-save always
@@ -499,10 +500,12 @@ def save(policy, processor, optimizer, out, step, config, keep, final=False):
 
 
 def write_final(checkpoint, out):
-    """OUT/final/: the checkpoint's Hugging Face folder without what only --resume needs."""
+    """OUT/final/: the checkpoint's Hugging Face folder without the optimizer (only --resume needs it). Its STATE
+    stays: the run's settings (shots, the few-shot draw) go wherever final/ is copied, so eval.py scores it as trained
+    on images it did not train on. --resume still never picks final/: only step-NNNNNN/ folders are checkpoints."""
     tmp = os.path.join(out, ".tmp-final")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("optimizer.safetensors", STATE))
+    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("optimizer.safetensors"))
     publish(tmp, os.path.join(out, "final"))
 
 

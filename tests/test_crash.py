@@ -95,6 +95,21 @@ def test_killed_during_the_final_save_resume_writes_final(done, run, capsys):
     same_rows(rows(run), rows(done))
 
 
+def test_a_final_copied_alone_keeps_its_runs_settings(done, tmp_path):
+    """final/ copied out of its run folder (how a trained model is shared) used to lose the run's settings: eval.py
+    then took 1 shot and grpo.py's default draw, whatever the run's --shots, --seed, --n-images, and could score
+    images it trained on. final/ keeps trainer_state.json now; --resume still takes only step-NNNNNN/ folders."""
+    import eval as ev
+    shared = pathlib.Path(shutil.copytree(os.path.join(done, "final"), tmp_path / "shared" / "final"))
+    config = json.loads(pathlib.Path(done, "step-000003", runs.STATE).read_text())["config"]
+    as_trained = (config["shots"], {"seed": config["seed"], "n_images": config["n_images"]}, "as trained")
+    assert ev.run_settings(str(shared)) == as_trained != ev.run_settings(str(tmp_path / "elsewhere"))
+    assert not (shared / "optimizer.safetensors").exists()
+    assert runs.checkpoints(done) == [os.path.join(done, f"step-00000{k}") for k in (1, 2, 3)]
+    with pytest.raises(FileNotFoundError, match="no checkpoint there"):
+        runs.newest_checkpoint(str(shared))
+
+
 def test_crash_before_the_first_checkpoint_same_command_starts_over(done, tmp_path, capsys, monkeypatch):
     """kill -9 during step 1's save leaves metrics.jsonl and a half-written .tmp-step-000001/, no checkpoint: the
     same command used to say "already holds a run: --resume", and --resume "no checkpoint there"."""

@@ -362,7 +362,7 @@ def test_shots_and_draw_default_to_the_checkpoints_run_settings(tmp_path):
         (run / step / "trainer_state.json").write_text(json.dumps({"step": 1, "config": config}))
     (run / "final").mkdir()
     newest = (2, {"seed": 3, "n_images": 50}, "as trained")
-    assert ev.run_settings(str(run / "final")) == newest              # final/ has none: the newest beside it
+    assert ev.run_settings(str(run / "final")) == newest              # an old final/ had none: the newest beside it
     assert ev.run_settings(str(run / "step-000010"))[0] == 0          # its own state first
     default_draw = {"seed": 0, "n_images": 600}                         # grpo.py's defaults, as data.few_shot's
     assert ev.run_settings(str(tmp_path / "elsewhere"))[:2] == (1, default_draw)  # not a grpo.py run: MMAD Table 2
@@ -379,7 +379,7 @@ def test_heldout_split_is_the_checkpoints_own_draw(tmp_path, capsys, request):
     request.getfixturevalue("tiny")                    # conftest: builds the tiny model once per session
     root, json_path = request.getfixturevalue("synthetic")
     run = tmp_path / "run"
-    shutil.copytree(tiny.build_tiny(), run / "final")  # final/ has no state: the newest step-NNNNNN/ beside it
+    shutil.copytree(tiny.build_tiny(), run / "final")  # an old final/: no state, the newest step-*/ beside it
     (run / "step-000040").mkdir()
     config = {"shots": 0, "seed": 1, "n_images": 50}
     (run / "step-000040" / "trainer_state.json").write_text(json.dumps({"step": 40, "config": config}))
