@@ -112,8 +112,13 @@ def exit_with(line):
 @contextlib.contextmanager
 def user_errors(prog, errors=(ValueError, OSError)):
     """Inside this block a ValueError or OSError is the user's to fix (a path, a flag, a file's content): print
-    `prog: error: <message>` and exit 2 (exit_with). The message must name the file or flag and the fix."""
+    `prog: error: <message>` and exit 2 (exit_with). The message must name the file or flag and the fix.
+    A closed pipe (`eval.py --compare … | head`) is the reader having read enough, not an error: silent, exit 141
+    (128 + SIGPIPE, what a shell reports for a command its pipe stopped)."""
     try:
         yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush of stdout must not fail too
+        raise SystemExit(141)
     except errors as e:
         exit_with(f"{prog}: error: {e}")

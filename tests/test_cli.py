@@ -1,5 +1,8 @@
 """cli.py: every field shape becomes the flag a user expects, only given flags come back, mistakes are one line."""
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -60,6 +63,17 @@ def test_user_errors_print_one_line_and_exit_2(capsys):
     assert e.value.code == 2 and capsys.readouterr().err == "t.py: error: no such file: x.json; pass --data\n"
     with pytest.raises(KeyError), cli.user_errors("t.py"):  # a bug is not the user's to fix: its traceback stays
         raise KeyError("bug")
+
+
+def test_a_closed_pipe_is_silent_exit_141():
+    # `eval.py --compare a b | head -1`: the reader stops early. Before, OSError's path printed
+    # "script.py: error: [Errno 32] Broken pipe" and exited 2, as if the command had failed.
+    script = "import cli\nwith cli.user_errors('script.py'):\n    for i in range(10 ** 6):\n        print('row', i)\n"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"row 0\n"
+    proc.stdout.close()  # what head does after its line
+    assert proc.wait(timeout=60) == 141 and proc.stderr.read() == b""
 
 
 def test_parse_options():
