@@ -33,6 +33,10 @@ def is_normal(image: str) -> bool:
     return "good" in image.replace("\\", "/").split("/")
 
 
+def dataset_of(image: str) -> str:
+    return image.replace("\\", "/").split("/")[0]  # an MMAD key starts with its dataset: "DS-MVTec/bottle/..."
+
+
 UNANSWERED = ("wrong", "drop")
 
 
@@ -54,7 +58,7 @@ def summarize(records, unanswered="wrong") -> dict:
         kind = FOLD.get(r["question_type"], r["question_type"])
         if kind not in QUESTION_TYPES or (unanswered == "drop" and r["predicted"] is None):
             continue
-        dataset = r["image"].replace("\\", "/").split("/")[0]
+        dataset = dataset_of(r["image"])
         side = "all" if kind != "Anomaly Detection" else ("normal" if is_normal(r["image"]) else "defect")
         count = tally.setdefault(dataset, {}).setdefault(kind, {}).setdefault(side, [0, 0])
         count[0] += r["predicted"] is not None and r["predicted"] == r["correct_answer"]
@@ -109,7 +113,7 @@ def detection_errors(records) -> dict:
     said = {}  # (side, dataset) -> option texts the model chose on its Anomaly Detection questions
     for r in scored:
         if r["question_type"] == "Anomaly Detection" and r.get("options"):
-            key = ("normal" if is_normal(r["image"]) else "defect", r["image"].replace("\\", "/").split("/")[0])
+            key = ("normal" if is_normal(r["image"]) else "defect", dataset_of(r["image"]))
             said.setdefault(key, []).append((r["options"].get(r["predicted"]) or "").strip().lower().rstrip("."))
 
     def rate(side, word):  # over the datasets with such questions, else None (MMAD's script has 100% for none)
@@ -261,15 +265,11 @@ def answer_record(line):
 
 def read_answers(path):
     """Records of an answers.jsonl, and how many lines were unreadable."""
-    records, bad = [], 0
-    if os.path.exists(path):
-        with open(path) as f:
-            for r in map(answer_record, f):
-                if r is None:
-                    bad += 1
-                else:
-                    records.append(r)
-    return records, bad
+    if not os.path.exists(path):
+        return [], 0
+    with open(path) as f:
+        records = list(map(answer_record, f))
+    return [r for r in records if r is not None], records.count(None)
 
 
 def has_answers(path):
