@@ -169,7 +169,7 @@ def lock(out):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                holder = _pid_in(fd)
                 os.close(fd)
                 raise ValueError(f"--out {out} is in use by another run (pid {holder} holds {path}): wait for it to "
                                  f"end, or stop it (kill {holder}), or pass another --out") from None
@@ -199,9 +199,14 @@ def lock_holder(out):
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released by the close below
         return None
     except BlockingIOError:
-        return os.read(fd, 64).decode(errors="replace").strip() or "?"
+        return _pid_in(fd)
     finally:
         os.close(fd)
+
+
+def _pid_in(fd):
+    """The PID the lock's holder wrote into run.lock ("?" in the instant before it has written it)."""
+    return os.read(fd, 64).decode(errors="replace").strip() or "?"
 
 
 def release():
