@@ -503,13 +503,18 @@ def run_settings(cfg):
 
 # ----------------------------------------------------------------------------- command line
 
+def shown_default(field):
+    """--help's default: one value where the tiny and the real run agree, else both."""
+    tiny_value, real_value = TINY.get(field.name, field.default), REAL.get(field.name, field.default)
+    return tiny_value if tiny_value == real_value else f"tiny {tiny_value}, else {real_value}"
+
+
 def parse_config(argv=None):
     """Config from the command line, not yet resolved. With --resume the saved run's config is the base and the
     flags given now override it (e.g. --steps 2000 to train further)."""
     p = cli.parser("GRPO + ROAM training of Qwen2.5-VL (AnomalyR1). python grpo.py | torchrun --nproc_per_node=N "
                    "grpo.py")
-    cli.add_flags(p, Config, lambda f: f.default if f.name not in TINY else TINY[f.name]
-                  if TINY[f.name] == REAL[f.name] else f"tiny {TINY[f.name]}, else {REAL[f.name]}")
+    cli.add_flags(p, Config, shown_default)
     given = cli.given(p, argv)
     if given.get("plan") and "model" not in given:
         given["model"] = "qwen2.5-vl-3b"
