@@ -42,7 +42,7 @@ UNNAMED = {"bad", "defect", "defective", "anomaly", "ng"}   # VisA's test/bad: n
 GROUNDING_Q = "Locate the defect in the object. Output its bounding box in JSON format."
 
 
-def _phrase(name, strip_digits=False) -> str:
+def phrase(name, strip_digits=False) -> str:
     """Folder name -> option text: 'missing_part' -> 'Missing part.' ('pcb1' -> 'Pcb.' for objects)."""
     t = name.replace("_", " ").replace("-", " ").strip()
     t = t.rstrip("0123456789").strip() if strip_digits else t
@@ -131,18 +131,18 @@ def _questions(rng, decks, cat, cats, defect, defects, mask, size) -> list[dict]
     conv = [_choice(rng, decks, "Is there any defect in the object?", "Yes." if bad else "No.",
                     ["No." if bad else "Yes."], "Anomaly Detection")]
     if bad and defect.lower() not in UNNAMED:
-        others = [_phrase(d) for d in rng.permutation([d for d in defects if d not in ("good", defect)])]
-        conv.append(_choice(rng, decks, "What type of defect is present in the object?", _phrase(defect),
-                            others + [_phrase(d) for d in rng.permutation(GENERIC_DEFECTS)], "Defect Classification"))
+        others = [phrase(d) for d in rng.permutation([d for d in defects if d not in ("good", defect)])]
+        conv.append(_choice(rng, decks, "What type of defect is present in the object?", phrase(defect),
+                            others + [phrase(d) for d in rng.permutation(GENERIC_DEFECTS)], "Defect Classification"))
     if mask is not None:
         ys, xs = np.nonzero(mask)
         row, col = min(int(3 * ys.mean() / mask.shape[0]), 2), min(int(3 * xs.mean() / mask.shape[1]), 2)
         gold = REGIONS[3 * row + col]                                                 # 3x3 cell of the centroid
         conv.append(_choice(rng, decks, "Where is the defect located in the image?", gold,
                             rng.permutation([r for r in REGIONS if r != gold]), "Defect Localization"))
-    objs = [_phrase(c, True) for c in rng.permutation([c for c in cats if c != cat])]
-    conv.append(_choice(rng, decks, "What kind of product is shown in the image?", _phrase(cat, True),
-                        objs + [_phrase(p) for p in rng.permutation(GENERIC_PRODUCTS)], "Object Classification"))
+    objs = [phrase(c, True) for c in rng.permutation([c for c in cats if c != cat])]
+    conv.append(_choice(rng, decks, "What kind of product is shown in the image?", phrase(cat, True),
+                        objs + [phrase(p) for p in rng.permutation(GENERIC_PRODUCTS)], "Object Classification"))
     if mask is not None:                                   # box of the mask, scaled to image pixels if sizes differ
         sx, sy = size[0] / mask.shape[1], size[1] / mask.shape[0]
         box = [int(xs.min() * sx), int(ys.min() * sy), int(round((xs.max() + 1) * sx)), int(round((ys.max() + 1) * sy))]

@@ -2,8 +2,9 @@
 
 `build_tiny()` builds a ~1 M-parameter Qwen2.5-VL fully offline the first time (tokenizer, chat template, image
 processor, config and weights), caches it in ~/.cache/anomalyr1/ (or $ANOMALYR1_CACHE) under TINY_VERSION, and warms
-it up on synthetic `<think>…</think><answer>X</answer>` replies so that, like an Instruct model, it already speaks
-the paper's format and GRPO has a signal. `anomalyr1.load("tiny")` calls it.
+it up so that, like an Instruct model, it already speaks the paper's `<think>…</think><answer>…</answer>` format
+and sees something (colours) before GRPO: MMAD-shaped questions answered with a random option, named by its text,
+and questions about a picture's background colour answered truly. `anomalyr1.load("tiny")` calls it.
 """
 import json
 import math
@@ -16,6 +17,8 @@ import torch
 from PIL import Image, ImageDraw
 
 import data
+import mvtec
+import synth
 from anomalyr1 import (END_OF_TURN, INSPECTOR, RESPOND_BOX, RESPOND_LETTER, SYSTEM_PROMPT, conversation,
                        format_question, image_only_processor_class)
 
@@ -40,48 +43,68 @@ QWEN_SPECIAL_TOKENS = [
     "<|image_pad|>", "<|video_pad|>",
 ]
 
-TINY_VERSION = "tiny-v3"  # bump whenever the build changes: the cache is keyed by it
-DEFECTS = ["Scratch.", "Hole.", "Stain.", "Crack.", "Contamination.", "Deformation.", "Missing part.", "Color defect."]
-REGIONS = ["Top left.", "Top.", "Top right.", "Left.", "Center.", "Right.", "Bottom left.", "Bottom.", "Bottom right."]
-PRODUCTS = ["Metal plate.", "Fabric.", "Bottle top.", "Pcb.", "Pill.", "Screw.", "Cable.", "Bottle.", "Carpet.",
-            "Wood.", "Capsule.", "Hazelnut."]
+TINY_VERSION = "tiny-v4"  # bump whenever the build changes: the cache is keyed by it
+# The tiny model's vocabulary of answers is the synthetic set's: its products and defect kinds (MVTec's generic ones
+# too, which mvtec.build adds as distractors). A real Qwen2.5-VL knows every product's name; this one learns the names
+# here, answered at random, so that it starts GRPO naming each product about equally often.
+PRODUCTS = [mvtec.phrase(category, True) for category in synth.SYNTH_CATEGORIES]
+DEFECTS = sorted({mvtec.phrase(kind) for _, kinds in synth.SYNTH_CATEGORIES.values() for kind in kinds}
+                 | {mvtec.phrase(kind) for kind in mvtec.GENERIC_DEFECTS})
 WARMUP_QUESTIONS = [  # (question, option pool, options per question): MMAD's question shapes
     ("Is there any defect in the object?", ["Yes.", "No."], 2),
     ("What type of defect is present in the object?", DEFECTS, 4),
-    ("Where is the defect located in the image?", REGIONS, 4),
+    ("Where is the defect located in the image?", mvtec.REGIONS, 4),
     ("What kind of product is shown in the image?", PRODUCTS, 4),
     ("What is the likely impact of the defect on the product?",
      ["It weakens the structure.", "It has no effect.", "It only changes the color.", "It affects the function."], 4),
     ("Locate the defect in the object. Output its bounding box in JSON format.", [], 0),
 ]
-THOUGHTS = [
-    "The query image shows the object. Comparing it with the options, {text} fits best, so the answer is {letter}.",
-    "I look at the object carefully and compare it with the normal sample. It matches {text}. The answer is {letter}.",
-    "The surface and the shape suggest {text}. So I choose option {letter}.",
-]
+COLOURS = {"Red.": (210, 40, 40), "Green.": (40, 160, 60), "Blue.": (40, 70, 210), "Yellow.": (230, 210, 40),
+           "White.": (240, 240, 240), "Black.": (20, 20, 20), "Purple.": (140, 50, 170), "Orange.": (240, 140, 30),
+           "Grey.": (128, 128, 128), "Brown.": (120, 80, 40)}
+SIGHT_SHARE = 0.3  # warm-up examples that are a colour question with its true answer
+
+
+def reply(options, letter):
+    """The reply names the chosen option by its text, not its letter. Options are reshuffled for every question
+    (§4.2), so answering a letter means binding each letter to its text, which a 2-layer model does not learn in
+    minutes of CPU (it stays at chance); the text it learns at once, and roam.extract_choice (like MMAD's scorer)
+    reads an option's text as that option."""
+    text = options[letter].rstrip(".")
+    return f"<think>The image fits {text}. So the answer is {text}.</think><answer>{text}</answer>"
 
 
 def warmup_example(rng):
-    """One synthetic (question, options, reply): the reply reasons toward a random option and answers it.
+    """One MMAD-shaped (question, options, reply): the reply names a random option.
 
-    The choice is random on purpose: the warm-up teaches the format and reasoning/answer consistency, not the
-    task, so that GRPO (not the warm-up) is what makes answers correct.
+    The choice is random on purpose: the warm-up teaches the format and the answer names, not the task, so that
+    GRPO (not the warm-up) is what makes answers correct.
     """
     question, pool, k = WARMUP_QUESTIONS[rng.randrange(len(WARMUP_QUESTIONS))]
     if k == 0:
         # A box in the frame the model sees (at most 112 × 112 px): x1, y1 in 10-49, x2, y2 in 60-99, two digits each,
         # so a 2-layer LM writes a box with an area by learning which digits go where; with corners drawn anywhere
-        # it wrote x1 > x2 (nothing to draw, IoU 0 for every sample). Four draws mapped into those ranges, not four
-        # draws from them: how many random numbers a box takes decides every later warm-up example and the tokenizer's
-        # corpus, and the README's ROAM figures were measured on this stream.
+        # it wrote x1 > x2 (nothing to draw, IoU 0 for every sample).
         x, y, w, h = rng.randrange(0, 150), rng.randrange(0, 150), rng.randrange(10, 70), rng.randrange(10, 70)
         box = [10 + x % 40, 10 + y % 40, 60 + w % 40, 60 + h % 40]
         return question, {}, (f"<think>The defect is a small region that differs from the normal sample.</think>"
                               f'<answer>{{"bbox_2d": {json.dumps(box)}}}</answer>')
     options = dict(zip("ABCD", rng.sample(pool, k)))
-    letter = rng.choice(sorted(options))
-    thought = rng.choice(THOUGHTS).format(text=options[letter].rstrip(".").lower(), letter=letter)
-    return question, options, f"<think>{thought}</think><answer>{letter}</answer>"
+    return question, options, reply(options, rng.choice(sorted(options)))
+
+
+def sight_example(rng, size=224):
+    """(image, question, options, reply) about a picture's background colour, answered truly: general sight, unlike
+    the synthetic defect set, that keeps the image pathway in use (with random answers alone the warm-up teaches the
+    model to ignore its images, and GRPO then does not learn to tell products apart)."""
+    background, *others = rng.sample(list(COLOURS), 4)
+    image = Image.new("RGB", (size, size), COLOURS[background])
+    x, y, r = rng.randrange(60, 164), rng.randrange(60, 164), rng.randrange(20, 50)
+    ImageDraw.Draw(image).ellipse([x - r, y - r, x + r, y + r], fill=tuple(rng.randrange(0, 256) for _ in range(3)))
+    texts = [background] + others
+    rng.shuffle(texts)
+    options = dict(zip("ABCD", texts))
+    return image, "What colour is the background?", options, reply(options, "ABCD"[texts.index(background)])
 
 
 def warmup_image(rng, size=224):
@@ -136,7 +159,7 @@ def tiny_config(tokenizer):
         tie_word_embeddings=True)
 
 
-def warm_up(model, processor, rng, steps=240, batch_size=8, lr=3e-3):
+def warm_up(model, processor, rng, steps=900, batch_size=8, lr=3e-3):
     """Teacher-forced next-token loss on synthetic replies only (the prompt tokens are not trained)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 *
@@ -146,14 +169,16 @@ def warm_up(model, processor, rng, steps=240, batch_size=8, lr=3e-3):
     for _ in range(steps):
         texts, reply_lengths, batch_images = [], [], []
         for _ in range(batch_size):
-            question, options, reply = warmup_example(rng)
+            question, options, answer = warmup_example(rng)
             templates = [rng.choice(images)] if rng.random() < 0.5 else []
             query = rng.choice(images)
+            if rng.random() < SIGHT_SHARE:
+                query, question, options, answer = sight_example(rng)
             prompt = processor.apply_chat_template(conversation(question, options, query, templates),
                                                    add_generation_prompt=True, tokenize=False)
-            texts.append(prompt + reply + END_OF_TURN)
+            texts.append(prompt + answer + END_OF_TURN)
             # The prompt ends in a newline and the reply starts a new pre-token, so they tokenize independently.
-            reply_lengths.append(len(processor.tokenizer(reply + END_OF_TURN).input_ids))
+            reply_lengths.append(len(processor.tokenizer(answer + END_OF_TURN).input_ids))
             batch_images += templates + [query]
         batch = processor(text=texts, images=batch_images, return_tensors="pt", padding=True, padding_side="right")
         labels = torch.full_like(batch["input_ids"], -100)                          # [B, L]: -100 = not trained
@@ -169,13 +194,13 @@ def warm_up(model, processor, rng, steps=240, batch_size=8, lr=3e-3):
     return loss.item()
 
 
-def build_tiny(out_dir=None, warmup_steps=240):
+def build_tiny(out_dir=None, warmup_steps=900):
     """Build (once) the offline tiny Qwen2.5-VL into the cache; deterministic; returns its folder."""
     out_dir = out_dir or os.path.join(data.cache_dir(), TINY_VERSION)
     if os.path.isfile(os.path.join(out_dir, "model.safetensors")):
         return out_dir
     # the first run is otherwise silent for a minute or two: say what it is doing, once
-    print(f"building the offline tiny Qwen2.5-VL once ({warmup_steps} warm-up steps, about 1-2 min on 2 cores) "
+    print(f"building the offline tiny Qwen2.5-VL once ({warmup_steps} warm-up steps, about 3-4 min on 2 cores) "
           f"into {out_dir}", file=sys.stderr, flush=True)
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.utils import logging as hf_logging
@@ -185,8 +210,10 @@ def build_tiny(out_dir=None, warmup_steps=240):
               "Following is 2 images of normal sample, which can be used as a template to compare the image being "
               "queried.", "Following is the question list:", "You are a helpful assistant."]
     for _ in range(2000):
-        question, options, reply = warmup_example(rng)
-        corpus += [format_question(question, options), reply]
+        question, options, answer = warmup_example(rng)
+        corpus += [format_question(question, options), answer]
+        _, question, options, answer = sight_example(rng, size=8)
+        corpus += [format_question(question, options), answer]
     tokenizer = build_tiny_tokenizer(corpus)
     # Small images keep CPU prompts short: at most 112×112 pixels = 16 visual tokens per image.
     image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)

@@ -1,4 +1,5 @@
 """The model side: tiny offline build, prompt layout, images, generation vs forward log-probs, boxes, CLI."""
+import collections
 import hashlib
 import importlib.util
 import json
@@ -13,7 +14,7 @@ from PIL import Image
 
 import anomalyr1
 import roam
-from tiny import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, build_tiny, warmup_example
+from tiny import COLOURS, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, build_tiny, sight_example, warmup_example
 from data import Sample
 
 
@@ -345,6 +346,31 @@ def test_warm_up_boxes_are_boxes_in_the_tiny_models_frame():
     replies = [warmup_example(rng)[2] for _ in range(600)]
     boxes = [roam.parse_bbox(roam.parse(r).answer) for r in replies if "bbox_2d" in r]
     assert len(boxes) > 50 and all(0 <= x1 < x2 <= 112 and 0 <= y1 < y2 <= 112 for x1, y1, x2, y2 in boxes)
+
+
+def test_warm_up_replies_name_a_random_listed_option_by_its_text():
+    rng = random.Random(0)
+    examples = [warmup_example(rng) for _ in range(3000)]
+    chosen = collections.Counter()
+    for question, options, reply in examples:
+        if not options:
+            continue
+        judged = [roam.judge(reply, letter, options) for letter in options]
+        right = [letter for letter, j in zip(options, judged) if j["accuracy"] == 1.0]
+        assert len(right) == 1, reply                      # the answer block reads as exactly one listed option
+        assert judged[list(options).index(right[0])]["consistency"] == 1.0 and f"<answer>{right[0]}<" not in reply
+        chosen[right[0], len(options)] += 1
+    for k in (2, 4):                                       # random: every letter about equally often
+        counts = [chosen[letter, k] for letter in "ABCD"[:k]]
+        assert min(counts) > 0.8 * sum(counts) / k, counts
+
+
+def test_sight_examples_answer_the_pictures_true_background_colour():
+    rng = random.Random(0)
+    for _ in range(20):
+        image, question, options, reply = sight_example(rng)
+        gold = next(letter for letter, text in options.items() if COLOURS[text] == image.getpixel((0, 0)))
+        assert roam.judge(reply, gold, options)["roam"] == 1.0 and len(options) == 4
 
 
 @pytest.mark.parametrize("argv, words", [(["--image", "{tmp}/missing.png"], "{tmp}/missing.png"),
