@@ -103,9 +103,12 @@ _VERDICT_AHEAD = re.compile(r"(?i)[\s*)\]」]*(?:is|seems|appears|looks)\s+(?:to
                             r"(?:correct|right|best|accurate|appropriate|answer)\b")
 # "B rather than A", "B instead of A" and "B over A" reject A. "over" only right before the mention ("over option
 # A" too): with words between it is spatial ("over the center", "runs over the cap so D").
+# A negation reaches over at most 3 words ("not a deep B"), and never past a conclusion word: in "no scratch so B"
+# or "not A but B" the "so"/"but" starts what is concluded.
 _NEGATION_BEHIND = re.compile(r"(?i)(?:(?:\b(?:not|no|never|nor|neither|without|than|except|excluding|rule\s+out|"
-                              r"instead\s+of)|n't|不是|并非|並非|非)(?:\s+[\w-]+){0,3}?|\bover(?:\s+(?:option|choice))?)"
-                              r"[\s*(\[]*$")
+                              r"instead\s+of)|n't|不是|并非|並非|非)"
+                              r"(?:\s+(?!(?:so|but|therefore|thus|hence|yet)\b)[\w-]+){0,3}?"
+                              r"|\bover(?:\s+(?:option|choice))?)[\s*(\[]*$")
 _NEGATION_AHEAD = re.compile(r"(?i)[\s*)\]」]*(?:(?:,|\band\b|\bor\b)\s*(?:options?\s*)?\(?[A-Z]\)?[\s*)]*)*"
                              r"(?:\b(?:is|are|was|were|seems?|appears?|looks?)\b\s*)?(?:\b(?:each|all|both|also|"
                              r"clearly|definitely|probably|likely)\s+)?(?:not\b|n't|unlikely|incorrect|wrong|"

@@ -89,6 +89,10 @@ CHOICES = [
     ("I choose B rather than A.", KIND, "B"), ("I choose B instead of A.", KIND, "B"),
     ("a hole over scratch", KIND, "B"), ("There is a stain over the center.", WHERE, "D"),
     ("A crack runs over the cap so D", KIND, "D"),
+    # a negation covers a few words, never past a conclusion word after it
+    ("There are more than two spots so B.", KIND, "B"), ("It has no scratch so B", KIND, "B"),
+    ("not A but B", KIND, "B"), ("There is not a crack, therefore D", KIND, "D"), ("no tear, thus B", KIND, "B"),
+    ("not B", KIND, None), ("It is not really B", KIND, None), ("rather than a deep B", KIND, None),
     # full-width forms (NFKC), as a model writing Chinese may give them
     ("答案是Ｂ", YN, "B"), ("答案：Ａ。", YN, "A"), ("（Ｃ）", KIND, "C"), ("The answer is Ｄ.", KIND, "D"),
     ("ｎｏ", YN, "B"),
