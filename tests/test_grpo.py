@@ -59,14 +59,16 @@ def test_data_order_is_a_function_of_the_step():
 
 
 def test_toy_reward_rises(tiny, synthetic, tmp_path, monkeypatch):
-    # The tiny model answers a random option; reward "the answer is B" and GRPO must make B the habit. Measured
-    # over seeds 1-4: the last 3 steps' mean beats the first 3 steps' by 0.42-0.54 (B starts at ~0.3).
-    says_b = lambda text, answer, options: 1.0 if roam.parse(text).answer == "B" else 0.0  # noqa: E731
-    monkeypatch.setitem(roam.REWARDS, "extra", says_b)  # a reward like any of roam.py's, by name
+    # The tiny model names a random option by its text, in one word ("Pcb", "Yes") or two ("Metal plate"); reward
+    # one-word answers and GRPO must make them the habit. Measured over seeds 1-4 (10 steps, lr 5e-4): the last 3
+    # steps' mean beats the first 3 steps' by 0.08-0.21 (one word starts at ~0.7); a flipped sign makes it fall.
+    def one_word(text, answer, options):
+        return 1.0 if " " not in (roam.parse(text).answer or " ").strip() else 0.0
+    monkeypatch.setitem(roam.REWARDS, "extra", one_word)  # a reward like any of roam.py's, by name
     rows = grpo.train(config(tmp_path, rewards="format,extra", steps=10, lr=5e-4, seed=1))
     assert [r["step"] for r in rows] == list(range(1, 11))
     first, last = mean([r["reward/extra"] for r in rows[:3]]), mean([r["reward/extra"] for r in rows[-3:]])
-    assert last > first + 0.25, (first, last, [r["reward/extra"] for r in rows])
+    assert last > first + 0.1, (first, last, [r["reward/extra"] for r in rows])
     assert mean([r["reward/format"] for r in rows[-3:]]) > 0.6  # and it kept the format
     assert all(r["skipped"] == 0 and r["kl"] >= 0 for r in rows)
     keys = {"reward", "reward/format", "reward/extra", "accuracy", "consistency", "kl", "clip_fraction",
