@@ -63,7 +63,8 @@ def test_toy_reward_rises(tiny, synthetic, tmp_path, monkeypatch):
     # one-word answers and GRPO must make them the habit. Measured over seeds 1-4 (10 steps, lr 5e-4): the last 3
     # steps' mean beats the first 3 steps' by 0.08-0.21 (one word starts at ~0.7); a flipped sign makes it fall.
     def one_word(text, answer, options):
-        return 1.0 if " " not in (roam.parse(text).answer or " ").strip() else 0.0
+        said = (roam.parse(text).answer or "").strip()
+        return 1.0 if said and " " not in said else 0.0   # no answer block, or an empty one, is not a word
     monkeypatch.setitem(roam.REWARDS, "extra", one_word)  # a reward like any of roam.py's, by name
     rows = grpo.train(config(tmp_path, rewards="format,extra", steps=10, lr=5e-4, seed=1))
     assert [r["step"] for r in rows] == list(range(1, 11))
