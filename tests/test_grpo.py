@@ -66,7 +66,7 @@ def test_toy_reward_rises(tiny, synthetic, tmp_path, monkeypatch):
         said = (roam.parse(text).answer or "").strip()
         return 1.0 if said and " " not in said else 0.0   # no answer block, or an empty one, is not a word
     monkeypatch.setitem(roam.REWARDS, "extra", one_word)  # a reward like any of roam.py's, by name
-    rows = grpo.train(config(tmp_path, rewards="format,extra", steps=10, lr=5e-4, seed=1))
+    rows = grpo.train(config(tmp_path, rewards="format,extra", steps=10, lr=5e-4, seed=1, beta=0.04))
     assert [r["step"] for r in rows] == list(range(1, 11))
     first, last = mean([r["reward/extra"] for r in rows[:3]]), mean([r["reward/extra"] for r in rows[-3:]])
     assert last > first + 0.1, (first, last, [r["reward/extra"] for r in rows])
@@ -77,6 +77,15 @@ def test_toy_reward_rises(tiny, synthetic, tmp_path, monkeypatch):
             "peak_memory_gib"}
     assert keys <= set(rows[0])
     assert 0.1 < rows[-1]["peak_memory_gib"] < 24  # this process's peak RSS: the tiny model, far below the machine
+
+
+def test_the_tiny_model_has_its_own_beta_and_a_flag_overrides_it(tiny):
+    # β 0.2 for the tiny model (README: at the paper's 0.04 it stops learning), the paper's 0.04 for a model folder
+    # (the tiny model's saved folder is one); a flag wins, 0 included (no reference model)
+    assert grpo.resolve(grpo.parse_config([])).beta == 0.2
+    assert grpo.resolve(grpo.parse_config(["--model", build_tiny()])).beta == 0.04
+    assert grpo.resolve(grpo.parse_config(["--beta", "0.04"])).beta == 0.04
+    assert grpo.resolve(grpo.parse_config(["--beta", "0"])).beta == 0.0
 
 
 def test_torchrun_fsdp2_two_processes(tiny, synthetic, tmp_path):
