@@ -79,7 +79,7 @@ def test_toy_reward_rises(tiny, synthetic, tmp_path, monkeypatch):
     assert 0.1 < rows[-1]["peak_memory_gib"] < 24  # this process's peak RSS: the tiny model, far below the machine
 
 
-def test_the_tiny_model_has_its_own_beta_and_a_flag_overrides_it(tiny):
+def test_the_tiny_model_has_its_own_beta_and_a_flag_overrides_it():
     # β 0.2 for the tiny model (README: at the paper's 0.04 it stops learning), the paper's 0.04 for a model folder
     # (the tiny model's saved folder is one); a flag wins, 0 included (no reference model)
     assert grpo.resolve(grpo.parse_config([])).beta == 0.2
