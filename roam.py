@@ -117,6 +117,7 @@ _ANSWERING_AHEAD = re.compile(r"(?i)\s*[,，]\s*(?:there|it|this|that|they|the|i
 _CLAUSE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.,;:!?。，；！？\n]|$)")
 _SENTENCE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.!?。！？\n]|$)")
 _BREAKS = ".!?。！？\n"   # what ends a sentence
+_JOINER = re.compile(r"[ \t-]*")   # what may join two words into one phrase ("top left", "top-left")
 _EDGE = " \t\r\n*_`\"'“”「」()[]（）#>-.,;:!?。，！？：；"   # what may stand around a conclusion alone
 
 
@@ -175,6 +176,21 @@ def _classify(text, start, end, lo, hi, ordinary) -> int | None:
     return 1
 
 
+def _whole_phrases(text: str, texts: list) -> list:
+    """The option-text mentions that stand as a whole phrase: not inside a longer option's text, and not
+    touching another option's text ("Top left", where "Top." and "Left." are options but "Top left." is not,
+    names neither; read as "Left." it would score a place the reply never said)."""
+    def inside(m, n):
+        return n[0] <= m[0] and m[1] <= n[1] and n[1] - n[0] > m[1] - m[0]
+
+    def touching(m, n):
+        gap = text[m[1]:n[0]] if m[1] <= n[0] else text[n[1]:m[0]] if n[1] <= m[0] else None
+        return gap is not None and _JOINER.fullmatch(gap) is not None
+
+    kept = [m for m in texts if not any(inside(m, n) for n in texts)]
+    return [m for m in kept if not any(n[2] != m[2] and touching(m, n) for n in kept)]
+
+
 def extract_choice(text: str, options: dict) -> str | None:
     """The option letter `text` concludes: the last explicit mention of an option, else the last bare one
     (rules above). A letter is a key of `options` ("B", "(B)", "**B**"); a text is an option's value, matched
@@ -202,10 +218,9 @@ def extract_choice(text: str, options: dict) -> str | None:
             if label:
                 covered.add(label.end())
             mentions.append((start, label.end() if label else end, letter, False, bool(label)))
-    for letter, pattern, ordinary in text_res:
-        for m in pattern.finditer(text):
-            if m.end() not in covered:
-                mentions.append((m.start(), m.end(), letter, ordinary, False))
+    texts = [(m.start(), m.end(), letter, ordinary) for letter, pattern, ordinary in text_res
+             for m in pattern.finditer(text) if m.end() not in covered]
+    mentions += [(start, end, letter, ordinary, False) for start, end, letter, ordinary in _whole_phrases(text, texts)]
     for start, end, letter, ordinary, restated in mentions:
         rank = _classify(text, start, end, lo, hi, ordinary)
         if rank is None or (restated and rank == 1):   # a restated option is never a bare conclusion

@@ -84,6 +84,10 @@ CHOICES = [
     ("It looks like a hole... actually a scratch", KIND, "A"), ("scratch? no, the answer is B", KIND, "B"),
     ("Yes at first glance; the answer is B", YN, "B"), ("B seemed likely, but yes", YN, "A"),
     ("a deep scratch", {"A": "Deep scratch.", "B": "Scratch."}, "A"),   # same end: the longer match wins
+    ("Top left", {"A": "Left.", "B": "Top.", "C": "Center."}, None),   # two options' texts make a third place
+    ("It is top-left of the cap.", {"A": "Left.", "B": "Top."}, None), ("Yes no", YN, None),
+    ("Top left", {"A": "Left.", "B": "Top left.", "C": "Top."}, "B"),   # inside a longer option: not a mention
+    ("The defect is on the left, at the top.", {"A": "Left.", "B": "Top."}, "B"),
     # "over X", "rather than X", "instead of X" reject X; "over" with words between is only a place
     ("I choose B over A.", KIND, "B"), ("I choose A over B.", KIND, "A"), ("I pick B over option (A).", KIND, "B"),
     ("I choose B rather than A.", KIND, "B"), ("I choose B instead of A.", KIND, "B"),
