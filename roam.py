@@ -118,6 +118,9 @@ _CLAUSE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.,;:!?。，；！？\n]|$)"
 _SENTENCE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.!?。！？\n]|$)")
 _BREAKS = ".!?。！？\n"   # what ends a sentence
 _JOINER = re.compile(r"[ \t-]*")   # what may join two words into one phrase ("top left", "top-left")
+_WORD_BEHIND, _WORD_AFTER = re.compile(r"(\w+)[ \t-]+$"), re.compile(r"[ \t-]+(\w+)")
+# MMAD's Defect Localization options are places on a 3×3 grid ("Top left.", "Center."): words that compose
+_PLACES = {"top", "bottom", "left", "right", "center", "centre", "middle", "upper", "lower"}
 _EDGE = " \t\r\n*_`\"'“”「」()[]（）#>-.,;:!?。，！？：；"   # what may stand around a conclusion alone
 
 
@@ -177,9 +180,10 @@ def _classify(text, start, end, lo, hi, ordinary) -> int | None:
 
 
 def _whole_phrases(text: str, texts: list) -> list:
-    """The option-text mentions that stand as a whole phrase: not inside a longer option's text, and not
-    touching another option's text ("Top left", where "Top." and "Left." are options but "Top left." is not,
-    names neither; read as "Left." it would score a place the reply never said)."""
+    """The option-text mentions that stand as a whole phrase: not inside a longer option's text, not touching
+    another option's text ("Top left", where "Top." and "Left." are options but "Top left." is not, names
+    neither; read as "Left." it would score a place the reply never said), and a place not touching another
+    place word ("top left" is not "Left.", "top-right corner" not "Top.")."""
     def inside(m, n):
         return n[0] <= m[0] and m[1] <= n[1] and n[1] - n[0] > m[1] - m[0]
 
@@ -187,8 +191,14 @@ def _whole_phrases(text: str, texts: list) -> list:
         gap = text[m[1]:n[0]] if m[1] <= n[0] else text[n[1]:m[0]] if n[1] <= m[0] else None
         return gap is not None and _JOINER.fullmatch(gap) is not None
 
+    def part_of_a_place(m):
+        if not set(text[m[0]:m[1]].lower().split()) <= _PLACES:
+            return False
+        before, after = _WORD_BEHIND.search(text[:m[0]]), _WORD_AFTER.match(text, m[1])
+        return any(w and w.group(1).lower() in _PLACES for w in (before, after))
+
     kept = [m for m in texts if not any(inside(m, n) for n in texts)]
-    return [m for m in kept if not any(n[2] != m[2] and touching(m, n) for n in kept)]
+    return [m for m in kept if not part_of_a_place(m) and not any(n[2] != m[2] and touching(m, n) for n in kept)]
 
 
 def extract_choice(text: str, options: dict) -> str | None:

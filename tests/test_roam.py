@@ -88,6 +88,9 @@ CHOICES = [
     ("It is top-left of the cap.", {"A": "Left.", "B": "Top."}, None), ("Yes no", YN, None),
     ("Top left", {"A": "Left.", "B": "Top left.", "C": "Top."}, "B"),   # inside a longer option: not a mention
     ("The defect is on the left, at the top.", {"A": "Left.", "B": "Top."}, "B"),
+    ("Top left", {"A": "Left.", "B": "Center.", "C": "Bottom."}, None),   # a place is not a part of one
+    ("the top-right corner", {"A": "Top.", "B": "Left."}, None), ("upper left", {"A": "Left.", "B": "Top."}, None),
+    ("It is on the left side.", {"A": "Left.", "B": "Top."}, "A"), ("In the center.", WHERE, "D"),
     # "over X", "rather than X", "instead of X" reject X; "over" with words between is only a place
     ("I choose B over A.", KIND, "B"), ("I choose A over B.", KIND, "A"), ("I pick B over option (A).", KIND, "B"),
     ("I choose B rather than A.", KIND, "B"), ("I choose B instead of A.", KIND, "B"),
