@@ -7,6 +7,7 @@ and gives every reward built on it, plus the reasoning/answer consistency that g
 Pure python on purpose: rewards must never raise on whatever the policy samples, and must be
 checkable by hand. Usage:  python roam.py "<think>..</think><answer>B</answer>" --answer B --options "A=Yes.,B=No."
 """
+import bisect
 import collections
 import dataclasses
 import functools
@@ -117,8 +118,9 @@ _ANSWERING_AHEAD = re.compile(r"(?i)\s*[,，]\s*(?:there|it|this|that|they|the|i
 _CLAUSE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.,;:!?。，；！？\n]|$)")
 _SENTENCE_END_AHEAD = re.compile(r"[\s*\"'」)\]]*(?:[.!?。！？\n]|$)")
 _BREAKS = ".!?。！？\n"   # what ends a sentence
-_JOINER = re.compile(r"[ \t-]*")   # what may join two words into one phrase ("top left", "top-left")
-_WORD_BEHIND, _WORD_AFTER = re.compile(r"(\w+)[ \t-]+$"), re.compile(r"[ \t-]+(\w+)")
+_JOIN_MAX = 3
+_JOINER = re.compile(r"[ \t-]{0,%d}" % _JOIN_MAX)   # what joins two words into one phrase ("top left", "top-left")
+_WORD_BEHIND, _WORD_AFTER = re.compile(r"(\w+)[ \t-]{1,%d}$" % _JOIN_MAX), re.compile(r"[ \t-]{1,%d}(\w+)" % _JOIN_MAX)
 # MMAD's Defect Localization options are places on a 3×3 grid ("Top left.", "Center."): words that compose
 _PLACES = {"top", "bottom", "left", "right", "center", "centre", "middle", "upper", "lower"}
 _EDGE = " \t\r\n*_`\"'“”「」()[]（）#>-.,;:!?。，！？：；"   # what may stand around a conclusion alone
@@ -184,6 +186,11 @@ def _whole_phrases(text: str, texts: list) -> list:
     another option's text ("Top left", where "Top." and "Left." are options but "Top left." is not, names
     neither; read as "Left." it would score a place the reply never said), and a place not touching another
     place word ("top left" is not "Left.", "top-right corner" not "Top.")."""
+    reach = max((m[1] - m[0] for m in texts), default=0) + _JOIN_MAX
+
+    def near(m, among, starts):   # only mentions within reach can overlap or touch m: junk stays linear
+        return among[bisect.bisect_left(starts, m[0] - reach):bisect.bisect_right(starts, m[1] + _JOIN_MAX)]
+
     def inside(m, n):
         return n[0] <= m[0] and m[1] <= n[1] and n[1] - n[0] > m[1] - m[0]
 
@@ -194,11 +201,15 @@ def _whole_phrases(text: str, texts: list) -> list:
     def part_of_a_place(m):
         if not set(text[m[0]:m[1]].lower().split()) <= _PLACES:
             return False
-        before, after = _WORD_BEHIND.search(text[:m[0]]), _WORD_AFTER.match(text, m[1])
+        before, after = _WORD_BEHIND.search(text, max(0, m[0] - 40), m[0]), _WORD_AFTER.match(text, m[1])
         return any(w and w.group(1).lower() in _PLACES for w in (before, after))
 
-    kept = [m for m in texts if not any(inside(m, n) for n in texts)]
-    return [m for m in kept if not part_of_a_place(m) and not any(n[2] != m[2] and touching(m, n) for n in kept)]
+    texts = sorted(texts)
+    starts = [m[0] for m in texts]
+    kept = [m for m in texts if not any(inside(m, n) for n in near(m, texts, starts))]
+    starts = [m[0] for m in kept]
+    return [m for m in kept if not part_of_a_place(m)
+            and not any(n[2] != m[2] and touching(m, n) for n in near(m, kept, starts))]
 
 
 def extract_choice(text: str, options: dict) -> str | None:

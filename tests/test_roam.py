@@ -319,6 +319,8 @@ def test_naming_every_option_pays_only_for_the_last(gold):
 def test_very_long_outputs():
     long_ok = c("I inspect every region. " * 8000 + "So the answer is B.", "B")   # ~200k chars
     assert roam_reward(long_ok, "B", KIND) == 1.0
+    places = c("top left " * 20000 + "So the answer is C.", "C")   # 40k option-text mentions, each near the next
+    assert roam_reward(places, "C", WHERE) == 1.0
     junk = "<think>" * 20000 + "A (B) option C " * 5000 + "{" * 20000 + "<answer>" * 10000
     assert roam_reward(junk, "B", KIND) == 0.0
     assert accuracy_reward(junk, "B", KIND) == 0.0
