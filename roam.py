@@ -215,8 +215,9 @@ def _whole_phrases(text: str, texts: list) -> list:
 def extract_choice(text: str, options: dict) -> str | None:
     """The option letter `text` concludes: the last explicit mention of an option, else the last bare one
     (rules above). A letter is a key of `options` ("B", "(B)", "**B**"); a text is an option's value, matched
-    case-insensitively on word boundaries ("No.", "top  left"). Ties on the end position go to the longer
-    match ("deep scratch" beats "scratch")."""
+    case-insensitively on word boundaries ("No.", "top  left"), and only as a whole phrase (_whole_phrases:
+    "deep scratch" is "Deep scratch." where both it and "Scratch." are options, and "Top left" is neither "Top."
+    nor "Left."). Ties on the end position go to the longer match."""
     if not isinstance(text, str) or not text or not options:
         return None
     # NFKC once, before any offset is taken: full-width "答案是Ｂ", "（Ｂ）", "ｎｏ" read as "答案是B", "(B)", "no"
