@@ -313,12 +313,10 @@ def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=T
               file=sys.stderr)
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in done))
     by_key = {record_key(r["image"], r["question"], r["question_type"]): r for r in done}
-    todo = {}
+    first = {}  # each question once, in the json's order
     for s in samples:
-        k = record_key(s.image, s.question, s.question_type)
-        if k not in by_key:
-            todo.setdefault(k, s)
-    todo = list(todo.values())
+        first.setdefault(record_key(s.image, s.question, s.question_type), s)
+    todo = [s for k, s in first.items() if k not in by_key]
     generate_texts = load_generator() if todo else None
     with open(path, "a") as f, tqdm(total=len(todo), desc="eval", unit="q", disable=not progress) as bar:
         for i in range(0, len(todo), batch_size):
@@ -330,8 +328,7 @@ def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=T
                 f.write(json.dumps(r) + "\n")
             f.flush()  # a killed run loses at most the batch in flight
             bar.update(len(batch))
-    wanted = dict.fromkeys(record_key(s.image, s.question, s.question_type) for s in samples)
-    return [by_key[k] for k in wanted], len(todo)
+    return [by_key[k] for k in first], len(todo)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -339,7 +336,7 @@ def answer_all(samples, out_dir, load_generator, batch_size=8, seed=0, shuffle=T
 @dataclasses.dataclass
 class Config:
     model: str = cli.option("tiny", '"tiny" = the embedded offline model, else a local Hugging Face folder')
-    data: str | None = cli.option(None, "MMAD-schema json (mmad.json); default: the synthetic set")
+    data: str | None = cli.option(None, "MMAD-schema json (mmad.json); default: its run's, else the synthetic set")
     root: str | None = cli.option(None, "folder the json's image paths are relative to; default: the json's folder")
     split: str = cli.option("heldout", "heldout: only images the checkpoint's few-shot draw left out (its grpo.py "
                             "--seed, --n-images); all: the whole json (paper's tables)", choices=["heldout", "all"])
@@ -367,8 +364,7 @@ def parse_args(argv=None):
                    help="print Tables 2, 3, 5 for these results.json files, with deltas vs the first")
     cli.add_flags(p, Config)
     args = cli.given(p, argv)
-    compare_paths = args.pop("compare", None)
-    return Config(**args), compare_paths
+    return Config(**{k: v for k, v in args.items() if k != "compare"}), args.get("compare")
 
 
 def load_questions(cfg: Config, draw=None):
@@ -387,8 +383,9 @@ def load_questions(cfg: Config, draw=None):
 
 
 def run_settings(model):
-    """(shots, draw, why) to score `model` with by default, as it was trained; draw: data.few_shot's seed, n_images.
-    A grpo.py checkpoint's trainer_state.json (old final/s had none: the newest step-*/'s), else grpo.py's defaults."""
+    """(shots, draw, why, config) to score `model` with by default, as it was trained; draw: data.few_shot's seed,
+    n_images; config: its grpo.py settings ({} if none). From a grpo.py checkpoint's trainer_state.json (old final/s
+    had none: the newest step-*/'s), else grpo.py's defaults."""
     import grpo
     run = os.path.dirname(os.path.normpath(model))  # normpath: "runs/x/final/" is in runs/x too
     steps = sorted(d for d in os.listdir(run) if d.startswith("step-"))[::-1] if os.path.isdir(run) else []
@@ -396,12 +393,12 @@ def run_settings(model):
         try:
             with open(os.path.join(state, "trainer_state.json")) as f:
                 config = json.load(f)["config"]
-            return int(config["shots"]), {k: int(config[k]) for k in ("seed", "n_images")}, "as trained"
+            return int(config["shots"]), {k: int(config[k]) for k in ("seed", "n_images")}, "as trained", config
         except (OSError, ValueError, KeyError, TypeError):
             continue
     draw = {"seed": grpo.Config.seed, "n_images": grpo.Config.n_images}  # a base model: a default run's questions
-    return ((grpo.TINY["shots"], draw, "grpo.py's defaults for the tiny model") if model == "tiny"
-            else (1, draw, "not a grpo.py run: MMAD Table 2's 1-shot, grpo.py's default draw"))
+    return ((grpo.TINY["shots"], draw, "grpo.py's defaults for the tiny model", {}) if model == "tiny"
+            else (1, draw, "not a grpo.py run: MMAD Table 2's 1-shot, grpo.py's default draw", {}))
 
 
 def _notes(records, errors, agree, unanswered) -> str:
@@ -486,10 +483,13 @@ def model_name(model):
 def evaluate(cfg: Config) -> dict:
     """Answer, score and write OUT/answers.jsonl, results.json, results.md; return results."""
     check_config(cfg)
-    shots, draw, why = run_settings(cfg.model)  # score a model as it was trained, on images it did not train on
-    if cfg.shots is None:
+    shots, draw, why, trained = run_settings(cfg.model)  # score a model as it was trained, on images it did not
+    if cfg.shots is None:                                   # train on, of the json it trained on
         cfg = dataclasses.replace(cfg, shots=shots)
         print(f"--shots {shots} ({why})", file=sys.stderr)
+    if cfg.data is None and trained.get("data"):  # else a run trained on mmad.json was scored on the synthetic set
+        cfg = dataclasses.replace(cfg, data=trained["data"], root=cfg.root or trained.get("root"))
+        print(f"--data {cfg.data}{f' --root {cfg.root}' if cfg.root else ''} ({why})", file=sys.stderr)
     draw = draw if cfg.split == "heldout" else None  # --split all: no draw, every image
     if draw:
         print(f"--split heldout: the images grpo.py --seed {draw['seed']} --n-images {draw['n_images']} left out "

@@ -102,7 +102,7 @@ def test_a_final_copied_alone_keeps_its_runs_settings(done, tmp_path):
     import eval as ev
     shared = pathlib.Path(shutil.copytree(os.path.join(done, "final"), tmp_path / "shared" / "final"))
     config = json.loads(pathlib.Path(done, "step-000003", runs.STATE).read_text())["config"]
-    as_trained = (config["shots"], {"seed": config["seed"], "n_images": config["n_images"]}, "as trained")
+    as_trained = (config["shots"], {"seed": config["seed"], "n_images": config["n_images"]}, "as trained", config)
     assert ev.run_settings(str(shared)) == as_trained != ev.run_settings(str(tmp_path / "elsewhere"))
     assert not (shared / "optimizer.safetensors").exists()
     assert runs.checkpoints(done) == [os.path.join(done, f"step-00000{k}") for k in (1, 2, 3)]

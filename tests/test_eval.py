@@ -361,7 +361,7 @@ def test_shots_and_draw_default_to_the_checkpoints_run_settings(tmp_path):
         config = {"shots": shots, "seed": 3, "n_images": 50}
         (run / step / "trainer_state.json").write_text(json.dumps({"step": 1, "config": config}))
     (run / "final").mkdir()
-    newest = (2, {"seed": 3, "n_images": 50}, "as trained")
+    newest = (2, {"seed": 3, "n_images": 50}, "as trained", config)
     assert ev.run_settings(str(run / "final")) == newest              # an old final/ had none: the newest beside it
     assert ev.run_settings(str(run / "step-000010"))[0] == 0          # its own state first
     default_draw = {"seed": 0, "n_images": 600}                         # grpo.py's defaults, as data.few_shot's
@@ -383,7 +383,7 @@ def test_heldout_split_is_the_checkpoints_own_draw(tmp_path, capsys, request):
     (run / "step-000040").mkdir()
     config = {"shots": 0, "seed": 1, "n_images": 50}
     (run / "step-000040" / "trainer_state.json").write_text(json.dumps({"step": 40, "config": config}))
-    shots, draw, why = ev.run_settings(str(run / "final"))
+    shots, draw, why, _ = ev.run_settings(str(run / "final"))
     assert (shots, draw, why) == (0, {"seed": 1, "n_images": 50}, "as trained")
 
     samples = data.load_mmad(json_path, root)
@@ -400,6 +400,32 @@ def test_heldout_split_is_the_checkpoints_own_draw(tmp_path, capsys, request):
     answered = {json.loads(line)["image"] for line in lines(out / "answers.jsonl")}
     assert len(answered) >= 1 and not answered & trained
     assert json.loads((out / "results.json").read_text())["_meta"]["heldout_draw"] == draw
+
+
+def test_data_defaults_to_the_json_the_run_trained_on(tmp_path, capsys, request):
+    """A run trained with grpo.py --data mmad.json, scored with no --data, was scored on the synthetic set: its
+    "held-out" split was then another json's images. The checkpoint's --data (and --root) is now the default."""
+    pytest.importorskip("anomalyr1")
+    import shutil
+    import tiny
+    request.getfixturevalue("tiny")
+    root, json_path = request.getfixturevalue("synthetic")
+    trained_on = tmp_path / "elsewhere" / "mine.json"           # not the synthetic set's own path
+    trained_on.parent.mkdir()
+    shutil.copy(json_path, trained_on)
+    run = tmp_path / "run"
+    shutil.copytree(tiny.build_tiny(), run / "final")
+    config = {"shots": 0, "seed": 1, "n_images": 50, "data": str(trained_on), "root": root}
+    (run / "final" / "trainer_state.json").write_text(json.dumps({"step": 3, "config": config}))
+    out = tmp_path / "eval"
+    assert ev.main(["--model", str(run / "final"), "--limit", "2", "--max-new-tokens", "4", "--device", "cpu",
+                    "--out", str(out)]) == 0
+    assert f"--data {trained_on} --root {root} (as trained)" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["_meta"]["data"] == str(trained_on)
+    other = tmp_path / "eval2"                                  # a --data given still wins
+    assert ev.main(["--model", str(run / "final"), "--data", json_path, "--root", root, "--limit", "2",
+                    "--max-new-tokens", "4", "--device", "cpu", "--out", str(other)]) == 0
+    assert json.loads((other / "results.json").read_text())["_meta"]["data"] == os.path.abspath(json_path)
 
 
 def test_compare_warns_when_settings_differ(tmp_path):
