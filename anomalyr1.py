@@ -17,6 +17,7 @@ Prompt (paper §3.4 + MMAD's protocol):
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -107,7 +108,12 @@ def prepare(processor, samples, shots=0, templates="similar"):
     """Tokenize a batch of samples (left-padded, so generation appends on the right): the processor's BatchFeature,
     input_ids [B, P], attention_mask [B, P], mm_token_type_ids [B, P], pixel_values [patches, C·T·14·14],
     image_grid_thw [images, 3] (images in prompt order, sample by sample)."""
-    return prepare_conversations(processor, [build_messages(s, shots, templates) for s in samples])
+    batch = prepare_conversations(processor, [build_messages(s, shots, templates) for s in samples])
+    lengths, limit = batch["attention_mask"].sum(1), processor.tokenizer.model_max_length  # [B]; see load()
+    if lengths.max() > limit:  # attention over it could take all the memory before anything said why
+        raise ValueError(f"{samples[int(lengths.argmax())].image}: its question makes a prompt of "
+                         f"{int(lengths.max())} tokens, more than the model takes ({limit}); shorten it")
+    return batch
 
 
 def prepare_conversations(processor, conversations, padding_side="left"):
@@ -186,8 +192,7 @@ def completion_mask(completion_ids, eos_id):
 
 
 def decode(processor, completion_ids):
-    eos_id = special_id(processor, END_OF_TURN)
-    mask = completion_mask(completion_ids, eos_id).bool()
+    mask = completion_mask(completion_ids, special_id(processor, END_OF_TURN)).bool()
     return [processor.tokenizer.decode(ids[m], skip_special_tokens=True) for ids, m in zip(completion_ids, mask)]
 
 
@@ -274,7 +279,7 @@ def _safetensors_problem(path) -> str | None:
     """Why a .safetensors file is unusable (missing, empty, truncated, damaged header), or None. Reads only the
     header: a truncated download is caught here, in milliseconds, not as a SafetensorError deep in loading."""
     if not os.path.isfile(path):
-        return "is missing"
+        return "is a folder, not a file" if os.path.isdir(path) else "is missing"
     size = os.path.getsize(path)
     try:
         with open(path, "rb") as f:
@@ -307,7 +312,7 @@ def check_model_folder(path):
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
-    except (ValueError, RecursionError) as e:            # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, RecursionError, OSError) as e:   # JSONDecodeError, UnicodeDecodeError; a folder by that name
         raise ValueError(f"{path}/config.json: not valid JSON ({e}); re-download it with the model") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}/config.json: a JSON {type(config).__name__}, not an object; re-download it")
@@ -378,14 +383,8 @@ def load(model="tiny", device=None, dtype=None):
     on_cuda = device.type == "cuda"
     dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
     # the language model stays on sdpa: it takes packed_logprobs' shared-prompt mask, which flash-attn cannot
-    vision_attention = "sdpa"
-    if on_cuda:
-        try:
-            import flash_attn  # noqa: F401
-            vision_attention = "flash_attention_2"
-        except ImportError:
-            pass
-    attention = {"text_config": "sdpa", "vision_config": vision_attention}
+    flash = on_cuda and importlib.util.find_spec("flash_attn") is not None
+    attention = {"text_config": "sdpa", "vision_config": "flash_attention_2" if flash else "sdpa"}
     try:
         policy = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             path, dtype=dtype, attn_implementation=attention, use_safetensors=True).to(device)
@@ -399,6 +398,9 @@ def load(model="tiny", device=None, dtype=None):
     if processor.chat_template is None:
         raise ValueError(f"{path}: no chat template (chat_template.json/.jinja or in tokenizer_config.json); copy it "
                          "from the same Qwen2.5-VL release")
+    # the longest prompt prepare() takes: the tokenizer's own limit can exceed the model's position table
+    positions = policy.config.text_config.max_position_embeddings
+    processor.tokenizer.model_max_length = min(processor.tokenizer.model_max_length, positions)
     return policy, processor
 
 
@@ -470,7 +472,7 @@ class Config:
     image: str = cli.option(cli.REQUIRED, "the query image")
     template: list[str] = cli.option([], "a normal sample shown before the query image (repeatable: 0, 1 or k)")
     question: str = cli.option(DEFAULT_QUESTION, "the question")
-    options: str = cli.option("A=Yes.,B=No.", "its options as 'A=Yes.,B=No.'; '' for a box question")
+    options: str = cli.option("A=Yes.,B=No.", "the options, 'A=Yes.,B=No.'; '' for a box question", empty_ok=True)
     model: str = cli.option("tiny", "'tiny' (offline, built on first use) or a local Qwen2.5-VL folder")
     max_new_tokens: int = cli.option(256, "completion length limit")
     sample: bool = cli.option(False, "sample at temperature 1 instead of greedy decoding")
@@ -486,26 +488,24 @@ def ask(cfg):
     options = cli.parse_options(cfg.options)
     if cfg.max_new_tokens < 1:  # transformers' own line comes after the model loaded and names no flag
         raise ValueError(f"--max-new-tokens {cfg.max_new_tokens}: pass a positive number of tokens")
-    if cfg.out and (os.path.isdir(cfg.out) or not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out)))):
-        raise ValueError(f"--out {cfg.out}: pass a PNG file path inside an existing folder")
+    if cfg.out:  # before the model runs
+        if os.path.isdir(cfg.out) or not cfg.out.lower().endswith(".png"):
+            raise ValueError(f"--out {cfg.out}: pass a .png file path")
+        cli.make_folder(os.path.dirname(os.path.abspath(cfg.out)), f"--out {cfg.out}")
     if cfg.sam2 and not os.path.isdir(cfg.sam2):  # SAM2 loads after the answer: a bad path would cost a generation
-        raise ValueError(f"--sam2 {cfg.sam2}: not a folder; pass a local transformers SAM2 folder, or drop --sam2 to "
-                         "use the box mask")
+        raise ValueError(f"--sam2 {cfg.sam2}: not a folder; pass a local transformers SAM2 folder or drop --sam2")
     query = os.path.abspath(cfg.image)
     shown = [load_image(path) for path in [query] + cfg.template]  # a bad image fails before the model loads
     sample = Sample(image=query, root=os.path.dirname(query), question=cfg.question, options=options,
                     answer="", question_type="", similar_templates=[os.path.abspath(t) for t in cfg.template])
     model, processor = load(cfg.model)
     batch = prepare(processor, [sample], shots=len(cfg.template))
-    _, texts = generate(model, processor, batch, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.sample)
-    reply = texts[0]
+    reply = generate(model, processor, batch, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.sample)[1][0]
     print(reply)
     if options:
         choice = roam.extract_choice(roam.parse(reply).answer or "", options)
         print(f"answer: {choice}. {options[choice]}" if choice else "answer: (none: the reply names no option)")
-    with Image.open(query) as im:
-        original_size = im.size
-    box = parse_box(reply, model_input_size(processor, shown[0].size), original_size)
+    box = parse_box(reply, model_input_size(processor, shown[0].size), data.image_size(query))
     if box is not None:
         print("box:", [round(v, 1) for v in box])
     return reply, box
@@ -515,8 +515,7 @@ BOX_LIST = re.compile(r'"bbox_2d"\s*:\s*\[([^\[\]]{0,200})\]')
 
 
 def why_no_box(reply):
-    """Why parse_box found nothing: no box at all, or one that is not a box with an area (a small model often
-    writes x1 = x2), so the user is told which."""
+    """Why parse_box found nothing, told to the user: no box, or one with no area (small models write x1 = x2)."""
     m = BOX_LIST.search(reply)
     if m is None:
         return "the reply holds no bounding box"
@@ -537,8 +536,9 @@ def main(argv=None):
         reply, box = ask(cfg)
         if cfg.out:
             if box is None:
-                raise ValueError(f"{why_no_box(reply)}, so there is nothing to draw into {cfg.out}; "
-                                 "ask a box question (--options '') or drop --out")
+                fix = ("ask a box question (--options '') or drop --out" if cfg.options.strip() else
+                       "raise --max-new-tokens if the reply was cut off, or try a model trained with the iou reward")
+                raise ValueError(f"{why_no_box(reply)}, so there is nothing to draw into {cfg.out}; {fix}")
             original = data.open_image(cfg.image)  # the same decoding as the model's input (16-bit, alpha)
             mask = sam2_mask(original, box, cfg.sam2) if cfg.sam2 else box_mask(original.size, box)
             overlay(original, box, mask).save(cfg.out)

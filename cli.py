@@ -21,15 +21,17 @@ import dataclasses
 import os
 import re
 import sys
+import tempfile
 import time
 import typing
 
 REQUIRED = dataclasses.MISSING  # cli.option(cli.REQUIRED, ...): the user must give it
 
 
-def option(default, help, choices=None, positional=False, metavar=None):
-    """A config field that is also a flag: its help text and, optionally, the values it may take."""
-    metadata = {"help": help, "choices": choices, "positional": positional, "metavar": metavar}
+def option(default, help, choices=None, positional=False, metavar=None, empty_ok=False):
+    """A config field that is also a flag: its help text and, optionally, the values it may take. A text flag given
+    as '' is refused unless `empty_ok` (e.g. --out '' would otherwise write into the working folder)."""
+    metadata = {"help": help, "choices": choices, "positional": positional, "metavar": metavar, "empty_ok": empty_ok}
     if isinstance(default, list):  # a dataclass needs a fresh list per instance
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -53,6 +55,13 @@ def _default(f):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else REQUIRED
 
 
+def non_empty(text):
+    """argparse type of a text flag: '' is a mistake (an unset shell variable, say), not 'the default'."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; pass a value, or leave the flag out for its default")
+    return text
+
+
 def add_flags(parser, config_cls, shown_default=None):
     """One flag per field of `config_cls`: --field-name, typed by the field's annotation. `shown_default(field)`
     is the default the help text names (e.g. one that depends on the model); by default the field's own.
@@ -71,6 +80,7 @@ def add_flags(parser, config_cls, shown_default=None):
             kind, shape = typing.get_args(f.type)[0], {"nargs": len(typing.get_args(f.type))}
         elif typing.get_origin(f.type) is list:     # list[str]: the flag repeats
             kind, shape = typing.get_args(f.type)[0], {"action": "append"}
+        kind = non_empty if kind is str and not meta.get("empty_ok") else kind
         metavar = meta.get("metavar") or (None if meta.get("choices") else f.name.upper())  # None: {a,b} shown
         if meta.get("positional"):  # list[str]: one or more values
             many = {"nargs": "+"} if typing.get_origin(f.type) is list else {}
@@ -85,6 +95,10 @@ def parse_options(text):
     pairs = re.findall(r"(?:^|,)\s*([A-Z])\s*=\s*(.*?)(?=,\s*[A-Z]\s*=|$)", text.strip())
     if text.strip() and not pairs:
         raise ValueError(f"cannot read --options {text!r}: write them as 'A=Yes.,B=No.'")
+    if empty := [letter for letter, said in pairs if not said.strip()]:
+        raise ValueError(f"--options {text!r}: option(s) {', '.join(empty)} have no text; write e.g. 'A=Yes.,B=No.'")
+    if len(pairs) == 1:
+        raise ValueError(f"--options {text!r}: one option is no choice; give two or more, e.g. 'A=Yes.,B=No.'")
     letters = [letter for letter, _ in pairs]
     twice = sorted({letter for letter in letters if letters.count(letter) > 1})
     if twice:  # a dict keeps the last one: the first would be dropped from the prompt without a word
@@ -96,6 +110,19 @@ def parse_options(text):
 def given(parser, argv=None) -> dict:
     """The flags the user gave, as {field name: value}."""
     return vars(parser.parse_args(argv))
+
+
+def make_folder(path, flag):
+    """os.makedirs(path) for an output: a file in the way or a folder that cannot be written is one line naming
+    `flag` (e.g. "--out runs/x") and the fix, not an errno."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag}: {path} is a file; pass a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # a real write: os.access says yes to root, even in /proc
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot write to {path} ({e.strerror or e}); pass a folder you can write") from None
 
 
 def exit_with(line):

@@ -70,6 +70,14 @@ class Sample:
         return [os.path.join(self.root, t) for t in names[:shots]]
 
 
+def check_shots(samples, shots, templates, path):
+    """--shots asks no more template images than every question has: else its prompt would quietly hold fewer."""
+    fewest = min((len(s.template_paths(shots, templates)) for s in samples), default=shots)
+    if fewest < shots:
+        raise ValueError(f"--shots {shots}: some questions of {path} have only {fewest} {templates} template "
+                         f"image(s); pass --shots {fewest} or fewer")
+
+
 # ----------------------------------------------------------------------------------------------
 # 1. Images: the one decoder.
 # ----------------------------------------------------------------------------------------------
@@ -104,12 +112,21 @@ def _decode(path) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
-                return im
     except Image.DecompressionBombError as e:
         raise ValueError(f"{path}: too large to decode ({e}); downscale it first, e.g. to 1000x800 (§4.1)") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error... for corrupt files
         raise ValueError(f"{path}: cannot be decoded ({type(e).__name__}: {e}); re-download or re-export it as "
                          "PNG/JPEG") from None
+    if strip := _strip(im.size):
+        raise ValueError(f"{path}: {strip}, which Qwen2.5-VL's image processor refuses; crop or pad it")
+    return im
+
+
+def _strip(size) -> str | None:
+    """Why Qwen2.5-VL's image processor would refuse an image of this (width, height), or None: its resize
+    (smart_resize) raises when the long side is over 200 times the short one."""
+    w, h = size
+    return f"has an aspect ratio over 200:1 ({w}x{h} pixels)" if max(w, h) > 200 * min(w, h) else None
 
 
 def _to_rgb(im, path) -> Image.Image:
@@ -160,6 +177,12 @@ def write_atomic(path, text):
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
+
+
+def image_size(path) -> tuple[int, int]:
+    """(width, height) of the image at `path`, read from its header."""
+    with Image.open(path) as im:
+        return im.size
 
 
 def open_image(path) -> Image.Image:
@@ -226,6 +249,7 @@ def _check_image(rel, root_real, folder_ok=False) -> str | None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(real) as im:
+                    size = im.size
                     if im.format == "JPEG":                # verify() passes truncated JPEGs: decode at 1/8 size
                         im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
                         im.load()
@@ -235,6 +259,8 @@ def _check_image(rel, root_real, folder_ok=False) -> str | None:
             return f"too large to decode ({e})"
         except Exception as e:
             return f"cannot be decoded ({type(e).__name__}: {e})"
+        if strip := _strip(size):
+            return strip
     return None
 
 
@@ -243,7 +269,8 @@ FIXES = {"missing": "download/extract the dataset so these paths exist, or pass 
                              "symlinks out of it)",
          "is": "image keys and templates must name image files (only mask_path may be a folder of PNG masks)",
          "cannot": "re-download or re-extract the corrupt files",
-         "too": "downscale them first, e.g. to 1000x800 (paper §4.1)"}
+         "too": "downscale them first, e.g. to 1000x800 (paper §4.1)",
+         "has": "crop or pad them nearer to square, or remove their questions"}
 REGENERATE = "fix them or regenerate the file with `python data.py build`"
 
 

@@ -182,8 +182,8 @@ def read_results(path) -> dict:
         raise ValueError(f"{path}: no \"Average\" row; {hint}")
     for row in datasets(res) + ["Average"]:  # each {subtask: accuracy %}, what the tables read
         values = res[row].values() if isinstance(res[row], dict) else [None]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise ValueError(f"{path}: row {row!r} is not {{subtask: accuracy %}}; {hint}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100 for v in values):
+            raise ValueError(f"{path}: row {row!r} is not {{subtask: accuracy % from 0 to 100}}; {hint}")
     return res
 
 
@@ -272,14 +272,6 @@ def read_answers(path):
     return [r for r in records if r is not None], records.count(None)
 
 
-def has_answers(path):
-    """Whether an answers.jsonl holds a readable answer: stops at the first, where read_answers parses them all."""
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return any(map(answer_record, f))
-
-
 def asked(sample, seed=0):
     """The sample as it is asked: options reshuffled with the seed (§4.2), the gold letter remapped."""
     options, gold = shuffle_options(sample.options, sample.answer, seed, f"{sample.image}\n{sample.question}")
@@ -360,7 +352,7 @@ class Config:
 
 def parse_args(argv=None):
     p = cli.parser(__doc__.split("\n")[0], prog="eval.py")
-    p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON",
+    p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON", type=cli.non_empty,
                    help="print Tables 2, 3, 5 for these results.json files, with deltas vs the first")
     cli.add_flags(p, Config)
     args = cli.given(p, argv)
@@ -374,6 +366,7 @@ def load_questions(cfg: Config, draw=None):
     if cfg.data is None:
         print(f"no --data: using the synthetic set {json_path}", file=sys.stderr)
     samples = data.load_mmad(json_path, root)
+    data.check_shots(samples, cfg.shots or 0, cfg.templates, json_path)
     if cfg.split == "heldout":  # draw: the run's few-shot draw (run_settings), so no image it trained on is scored
         samples = data.few_shot(samples, **(draw or {}))[1]
         if not samples:
@@ -390,12 +383,16 @@ def run_settings(model):
     run = os.path.dirname(os.path.normpath(model))  # normpath: "runs/x/final/" is in runs/x too
     steps = sorted(d for d in os.listdir(run) if d.startswith("step-"))[::-1] if os.path.isdir(run) else []
     for state in [] if model == "tiny" else [model] + [os.path.join(run, d) for d in steps]:
+        path = os.path.join(state, "trainer_state.json")
         try:
-            with open(os.path.join(state, "trainer_state.json")) as f:
+            with open(path) as f:
                 config = json.load(f)["config"]
             return int(config["shots"]), {k: int(config[k]) for k in ("seed", "n_images")}, "as trained", config
-        except (OSError, ValueError, KeyError, TypeError):
+        except FileNotFoundError:
             continue
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # torn, or not grpo.py's: no guessing
+            raise ValueError(f"{path}: not a grpo.py run state ({type(e).__name__}: {e}); copy it from the run's "
+                             "newest step-*/ folder, or delete it") from None
     draw = {"seed": grpo.Config.seed, "n_images": grpo.Config.n_images}  # a base model: a default run's questions
     return ((grpo.TINY["shots"], draw, "grpo.py's defaults for the tiny model", {}) if model == "tiny"
             else (1, draw, "not a grpo.py run: MMAD Table 2's 1-shot, grpo.py's default draw", {}))
@@ -457,7 +454,7 @@ def check_setting(out, setting):
     """Answers from another setting must not be mixed into this one's table (--unanswered only re-scores them).
     A folder without answers (a run that failed before its first, e.g. on a bad --model) is taken as fresh."""
     path = os.path.join(out, "setting.json")
-    if has_answers(os.path.join(out, "answers.jsonl")) and os.path.exists(path):
+    if read_answers(os.path.join(out, "answers.jsonl"))[0] and os.path.exists(path):
         try:
             with open(path, encoding="utf-8") as f:
                 old = json.load(f)
@@ -500,7 +497,7 @@ def evaluate(cfg: Config) -> dict:
     if cfg.grounding:  # the model answers a box in the frame it sees: its gold moves there, as in training
         import grpo
         samples = grpo.golds_in_model_frame(samples, cfg.model)
-    os.makedirs(out, exist_ok=True)
+    cli.make_folder(out, f"--out {out}")
     setting = {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("root", "limit", "out", "batch_size",
                "device", "unanswered")}, "data": os.path.abspath(json_path),
                "model": cfg.model if cfg.model == "tiny" else os.path.abspath(cfg.model)}

@@ -180,6 +180,8 @@ def main(argv=None):
     with cli.user_errors("gpucheck.py"):
         c = Check(**cli.given(p, argv))
         image_size(c.image_size)
+        if not c.tolerance >= 0:  # `not >=`: NaN too
+            raise ValueError(f"--tolerance {c.tolerance}: pass a fraction >= 0, e.g. 0.1 (+10%)")
         if c.shard_of < 1:  # cut_depth would divide by it
             raise ValueError(f"--shard-of {c.shard_of}: must be >= 1 (1: the whole model's state on one GPU)")
         run_config(c)  # a bad --steps, --prompts, ... fails here, before the model and the data are written
@@ -187,6 +189,7 @@ def main(argv=None):
         if c.model != "tiny-config" and not torch.cuda.is_available():  # on CPU: GBs written, minutes of training
             raise ValueError(f"--model {c.model}: the GPU check needs a CUDA GPU and torch sees none; on CPU, "
                              "--model tiny-config runs the same path on a tiny config")
+        cli.make_folder(c.out, f"--out {c.out}")
     import torch.distributed as dist
     try:
         status = check(c)

@@ -298,6 +298,7 @@ def load_data(cfg):
     train_set, held_out = data.few_shot(data.load_mmad(path, root), n_images=cfg.n_images, seed=cfg.seed)
     grounding = "iou" in roam.reward_names(cfg.rewards)
     train_set = [s for s in train_set if grounding or s.question_type != data.GROUNDING]
+    data.check_shots(train_set + held_out, cfg.shots, cfg.templates, path)
     if not train_set:
         raise ValueError(f"{path}: no training questions (Defect Grounding ones need --rewards with iou)")
     return train_set, held_out
@@ -343,9 +344,7 @@ def gold_answer(sample, processor):
     the query image as the model sees it (load_image's downscale to fit 1000×800, then the processor's resize)."""
     if sample.question_type != data.GROUNDING:
         return sample.answer
-    from PIL import Image
-    with Image.open(sample.path()) as im:
-        original = im.size
+    original = data.image_size(sample.path())
     shown = anomalyr1.model_input_size(processor, anomalyr1.fitted_size(original))  # no decode: the header's size
     return json.dumps({"bbox_2d": anomalyr1.box_to_input_frame(json.loads(sample.answer)["bbox_2d"], original, shown)})
 

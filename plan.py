@@ -265,6 +265,8 @@ def check(cfg: Config):
                          "forward packs one prompt's completions)")
     if not all(side >= 1 for side in cfg.image_size):
         raise ValueError(f"--image-size {' '.join(map(str, cfg.image_size))}: pass a positive width and height")
+    if cfg.margin_gb >= cfg.gpu_gb:  # the budget left for the run would be nothing or negative
+        raise ValueError(f"--margin-gb {cfg.margin_gb:g}: must be less than --gpu-gb {cfg.gpu_gb:g}")
 
 
 def plan(model="qwen2.5-vl-3b", suggest=True, **settings):
@@ -371,7 +373,8 @@ def for_run(cfg):
 def main(argv=None):
     p = cli.parser(__doc__.split("\n")[1], prog="plan.py")
     cli.add_flags(p, Config)
-    p.add_argument("--materialize", metavar="OUT", help="instead of planning, write a random-weight model of this "
+    p.add_argument("--materialize", metavar="OUT", type=cli.non_empty,
+                   help="instead of planning, write a random-weight model of this "
                    "shape to OUT for a GPU run: python grpo.py --model OUT --steps 3 (metrics: peak_memory_gib)")
     given = cli.given(p, argv)
     out = given.pop("materialize", None)

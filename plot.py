@@ -10,6 +10,7 @@ reward/roam, reward/format, ...; a run with other rewards has other parts), trai
 consistency, KL to the reference model, the share of groups with no learning signal (all G rewards equal), and
 held-out accuracy (any key starting with "heldout", e.g. what --eval-every logs) against the step it was measured at.
 """
+import contextlib
 import json
 import math
 import os
@@ -39,12 +40,14 @@ def read_metrics(run):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run}: no metrics.jsonl (pass a grpo.py run folder, e.g. runs/grpo)")
     rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                with contextlib.suppress(ValueError, RecursionError):  # a torn line (JSONDecodeError is a ValueError)
+                    rows.append(json.loads(line))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text file ({e.reason}); pass a grpo.py run folder") from None
+    rows = [r for r in rows if isinstance(r, dict) and type(r.get("step")) is int]  # what grpo.py writes
     if not rows:
         raise ValueError(f"{path} holds no metrics rows yet")
     return sorted(rows, key=lambda r: r.get("step", 0))
@@ -108,7 +111,6 @@ def draw(runs, out, smooth_k=1, title=None, dpi=110):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return [t for t, _ in chosen]
@@ -132,13 +134,16 @@ def plot(cfg: Config):
         raise ValueError(f"--labels names {len(labels)} runs, but {len(cfg.runs)} were given")
     if cfg.smooth < 1:
         raise ValueError(f"--smooth {cfg.smooth}: pass a number of steps >= 1 (1: the raw points)")
-    if cfg.dpi < 10:
-        raise ValueError(f"--dpi {cfg.dpi}: pass 10 or more (110: the default)")
+    if not 10 <= cfg.dpi <= 1000:  # a figure ~16 in wide: 1000 dpi is already a 16k-pixel PNG
+        raise ValueError(f"--dpi {cfg.dpi}: pass 10 to 1000 (110: the default)")
     if len(set(labels)) != len(labels):  # two runs/grpo folders from different places: keep both visible
         labels = [f"{label} ({i + 1})" for i, label in enumerate(labels)]
     runs = {label: read_metrics(run) for label, run in zip(labels, cfg.runs)}
     out = cfg.out or (os.path.join(cfg.runs[0], "curves.png") if len(cfg.runs) == 1 and
                       os.path.isdir(cfg.runs[0]) else "curves.png")
+    if not out.lower().endswith(".png") or os.path.isdir(out):
+        raise ValueError(f"--out {out}: pass a file name ending in .png")
+    cli.make_folder(os.path.dirname(os.path.abspath(out)), f"--out {out}")
     return out, draw(runs, out, cfg.smooth, cfg.title, cfg.dpi)
 
 

@@ -407,6 +407,9 @@ def reward_names(names) -> list[str]:
     """The rewards a comma string ("accuracy,roam") or a list names; a ValueError names what is wrong with it: none
     named, an unknown name, a name twice (its reward would count double)."""
     if isinstance(names, str):
+        if "" in [n.strip() for n in names.split(",")] and names.strip():  # "accuracy,,roam" or a trailing comma
+            raise ValueError("an empty name between commas; write the names with one comma between, e.g. "
+                             "accuracy,roam")
         names = [n.strip() for n in names.split(",") if n.strip()]
     valid = sorted(REWARDS) + ["rare"]
     unknown = [n for n in names if n not in valid]
@@ -445,9 +448,10 @@ def score_group(names, completions, answer, options, label="good", class_counts=
 
 @dataclasses.dataclass
 class Config:
-    completion: str = cli.option(cli.REQUIRED, "the completion text", positional=True)
+    completion: str = cli.option(cli.REQUIRED, "the completion text ('' too: what an empty reply earns)",
+                                 positional=True, empty_ok=True)
     answer: str = cli.option(cli.REQUIRED, 'gold letter, or \'{"bbox_2d": [x1, y1, x2, y2]}\'')
-    options: str = cli.option("", 'e.g. "A=Yes.,B=No."')
+    options: str = cli.option("", 'e.g. "A=Yes.,B=No."; none for a box answer', empty_ok=True)
 
 
 def main(argv=None) -> int:

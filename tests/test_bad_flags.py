@@ -537,6 +537,100 @@ def grpo_resume_before_the_first_save(tmp, w):
     return Case(grpo.main, ["--resume", tmp / "run"], "without --resume")
 
 
+# ----------------------------------------------------------------------------------------- empty and unwritable
+EMPTY = {"grpo_out": ("grpo", ["--out", ""]), "grpo_resume": ("grpo", ["--resume", ""]),
+         "eval_out": ("eval", ["--out", ""]), "eval_compare": ("eval", ["--compare", ""]),
+         "synth_out": ("data", ["synth", ""]), "ask_image": ("anomalyr1", ["--image", ""]),
+         "plot_run": ("plot", [""]), "gpucheck_out": ("gpucheck", ["--out", ""])}
+
+
+def _empty_case(key):
+    def make(tmp, w):
+        import importlib
+        script, argv = EMPTY[key]
+        return Case(importlib.import_module(script).main, argv, "empty; pass a value")
+    make.__name__ = f"empty_{key}"
+    return make
+
+
+for _key in EMPTY:  # '' used to mean the default: --out '' wrote runs/grpo, synth '' wrote into the working folder
+    case(_empty_case(_key))
+
+
+@case
+def eval_out_unwritable(tmp, w):
+    """Was '[Errno 2] No such file or directory: /proc/evalx', naming no flag."""
+    import eval as ev
+    argv = eval_argv(w, w.json, tmp)
+    bad = [a if a != tmp / "eval" else "/proc/evalx" for a in argv]
+    return Case(ev.main, bad, "--out /proc/evalx", lambda: argv)
+
+
+@case
+def ask_out_not_png(tmp, w):
+    """Was matplotlib's 'unknown file extension: .txt' after the answer, naming no flag."""
+    return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--out", tmp / "o.txt"),
+                f"--out {tmp / 'o.txt'}: pass a .png")
+
+
+@case
+def gpucheck_out_is_file(tmp, w):
+    """Was a NotADirectoryError traceback."""
+    import gpucheck
+    (tmp / "afile").write_text("x")
+    return Case(gpucheck.main, ["--model", "tiny-config", "--out", tmp / "afile"], "afile is a file")
+
+
+@case
+def gpucheck_tolerance_nan(tmp, w):
+    import gpucheck
+    return Case(gpucheck.main, ["--model", "tiny-config", "--tolerance", "nan"], "--tolerance nan")
+
+
+@case
+def plan_margin_over_the_gpu(tmp, w):
+    """Printed a budget of -52 GiB."""
+    import plan
+    return Case(plan.main, ["--model", "tiny-config", "--margin-gb", 100], "--margin-gb 100")
+
+
+@case
+def grpo_rewards_empty_name(tmp, w):
+    """'accuracy,,roam' was stored as such; --resume with 'accuracy,roam' was then refused as another reward."""
+    import grpo
+    argv = grpo_argv(w, w.json, tmp) + SMALL_RUN
+    return Case(grpo.main, argv + ["--rewards", "accuracy,,roam"], "--rewards 'accuracy,,roam': an empty name",
+                lambda: argv + ["--rewards", "accuracy,roam"])
+
+
+@case
+def grpo_shots_over_the_templates(tmp, w):
+    """--shots 9 trained with the questions' 2 templates and recorded shots 9."""
+    return grpo_flag_case(tmp, w, "--shots", 9)
+
+
+@case
+def compare_accuracy_nan(tmp, w):
+    return compare_case(tmp, {"ds": {"Average": float("nan")}, "Average": {"Average": 1.0}})
+
+
+@case
+def compare_accuracy_over_100(tmp, w):
+    return compare_case(tmp, {"ds": {"Average": 150.0}, "Average": {"Average": 1.0}})
+
+
+@case
+def eval_trainer_state_torn(tmp, w):
+    """A torn trainer_state.json beside a checkpoint was skipped: eval.py took 1 shot, the default data and draw."""
+    import eval as ev
+    import shutil
+    shutil.copytree(w.model, tmp / "run" / "final")
+    (tmp / "run" / "final" / "trainer_state.json").write_text('{"step": 1, "conf')
+    argv = eval_argv(w, w.json, tmp)
+    argv[argv.index("--model") + 1] = tmp / "run" / "final"
+    return Case(ev.main, argv, "final/trainer_state.json: not a grpo.py run state")
+
+
 # ----------------------------------------------------------------------------------------- the harness
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_one_line(name, world, tmp_path, capsys):

@@ -386,6 +386,43 @@ def options_repeated_letter(tmp, w):
                 lambda: argv + ["--options", "A=Yes.,B=No."])
 
 
+@case
+def options_one_empty(tmp, w):
+    """'A=,B=No.' was accepted: the prompt listed an option with no text."""
+    return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--options", "A=,B=No."), "have no text")
+
+
+@case
+def options_only_one(tmp, w):
+    return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--options", "A=Yes."), "one option")
+
+
+@case
+def image_thin_strip(tmp, w):
+    """A 3000x10 image was a bare 'absolute aspect ratio must be smaller than 200' from the image processor, after
+    the model loaded, naming no file."""
+    Image.new("RGB", (3000, 10)).save(tmp / "strip.png")
+    return Case(anomalyr1.main, ask(w, tmp / "strip.png"), "strip.png: has an aspect ratio over 200:1",
+                lambda: ask(w, os.path.join(w.root, NORMAL)))
+
+
+@case
+def json_image_thin_strip(tmp, w):
+    """The same image in a json: grpo.py used to train until a rollout met it, then stop with a traceback."""
+    root = _private_root(tmp, w)
+    Image.new("RGB", (3000, 10)).save(root / NORMAL)
+    path, _ = mmad(tmp, w, None)
+    return Case(data.main, ["stats", path, "--root", root], f"{NORMAL} has an aspect ratio over 200:1")
+
+
+@case
+def question_longer_than_the_model_takes(tmp, w):
+    """A 100k-token question used to take all the memory of the machine (the OOM killer ended eval.py after a
+    minute at 24 GB); the tiny model takes 8192 positions."""
+    return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--question", "Is there a defect? " * 3000),
+                "more than the model takes (8192)")
+
+
 # ----------------------------------------------------------------------------------------- the harness
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_one_line(name, world, tmp_path, capsys):

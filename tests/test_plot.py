@@ -74,3 +74,30 @@ def test_flags_come_from_the_config(tmp_path, capsys):
     flags = ["--out", out, "--labels", "roam,classical", "--smooth", "2", "--title", "t", "--dpi", "60"]
     assert plot.main([a, b, *flags]) == 0
     assert os.path.getsize(out) > 1000 and capsys.readouterr().out.startswith(f"wrote {out}: ")
+
+
+def test_foreign_or_broken_metrics_are_skipped_or_one_line(tmp_path, capsys):
+    """Rows grpo.py never writes (a string, a list, no step, a step that is not an integer, JSON nested past the
+    recursion limit) were tracebacks (AttributeError, KeyError, TypeError, RecursionError); they are skipped like a
+    torn line. A binary file, a folder or a non-PNG --out, a huge --dpi: one line naming it, exit 2."""
+    run = fake_run(str(tmp_path / "a"))
+    good = open(os.path.join(run, "metrics.jsonl")).read()
+    junk = ['"a"', "[1]", '{"reward": 1}', '{"step": "one"}', '{"step": null}', "[" * 100_000 + "]" * 100_000]
+    with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+        f.write("\n".join(junk) + "\n" + good)
+    assert plot.main([run, "--out", str(tmp_path / "a.png")]) == 0 and os.path.getsize(tmp_path / "a.png") > 1000
+    with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+        f.write("\n".join(junk) + "\n")
+    assert exit_code([run]) == 2 and "holds no metrics rows" in capsys.readouterr().err
+    with open(os.path.join(run, "metrics.jsonl"), "wb") as f:
+        f.write(bytes(range(256)) * 10)
+    assert exit_code([run]) == 2 and "metrics.jsonl: not a text file" in capsys.readouterr().err
+    other = fake_run(str(tmp_path / "b"))
+    for flags, words in [(["--out", str(tmp_path)], "pass a file name ending in .png"),
+                         (["--out", str(tmp_path / "c.txt")], "pass a file name ending in .png"),
+                         (["--dpi", "100000"], "--dpi 100000"),
+                         (["--out", str(tmp_path / "afile" / "c.png")], "is a file")]:
+        (tmp_path / "afile").write_text("x")
+        assert exit_code([other, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("plot.py: error: ") and words in err and len(err.strip().splitlines()) == 1, err

@@ -441,8 +441,9 @@ def test_score_group_unknown_name_lists_valid_ones():
         score_group(["accuracy", "bleu"], [RIGHT], "B", KIND)
 
 
-@pytest.mark.parametrize("names, words", [("", "no reward named"), (",", "no reward named"), ([], "no reward"),
-                                          ("roam,accuracy,roam", "'roam' named twice")])
+@pytest.mark.parametrize("names, words", [("", "no reward named"), (",", "empty name"), ([], "no reward"),
+                                          ("roam,accuracy,roam", "'roam' named twice"),
+                                          ("accuracy,,roam", "empty name"), ("accuracy,", "empty name")])
 def test_reward_names_refuses_none_and_repeats(names, words):
     with pytest.raises(ValueError, match=words):
         roam.reward_names(names)
