@@ -265,6 +265,9 @@ def check(cfg: Config):
                          "forward packs one prompt's completions)")
     if not all(side >= 1 for side in cfg.image_size):
         raise ValueError(f"--image-size {' '.join(map(str, cfg.image_size))}: pass a positive width and height")
+    if cfg.prompts_per_step is not None and cfg.prompts_per_step % cfg.gpus:  # grpo.py refuses it too
+        raise ValueError(f"--prompts-per-step {cfg.prompts_per_step}: must be a multiple of --gpus {cfg.gpus} (each "
+                         "GPU takes the same share of the prompts)")
     if cfg.margin_gb >= cfg.gpu_gb:  # the budget left for the run would be nothing or negative
         raise ValueError(f"--margin-gb {cfg.margin_gb:g}: must be less than --gpu-gb {cfg.gpu_gb:g}")
 

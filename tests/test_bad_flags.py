@@ -595,6 +595,14 @@ def plan_margin_over_the_gpu(tmp, w):
 
 
 @case
+def plan_prompts_not_a_multiple_of_the_gpus(tmp, w):
+    """Planned a setting grpo.py then refused."""
+    import plan
+    return Case(plan.main, ["--model", "tiny-config", "--gpus", 4, "--prompts-per-step", 3], "--prompts-per-step 3",
+                lambda: ["--model", "tiny-config", "--gpus", 4, "--prompts-per-step", 4])
+
+
+@case
 def grpo_rewards_empty_name(tmp, w):
     """'accuracy,,roam' was stored as such; --resume with 'accuracy,roam' was then refused as another reward."""
     import grpo
