@@ -238,8 +238,9 @@ def test_plan_prints_the_table_and_exits(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, words", [
     (["--rewards", "accuracy,bogus"], "unknown reward 'bogus'"),
-    (["--rewards", ""], "no reward named"),             # it used to train on nothing and crash at step 1
-    (["--rewards", " , "], "no reward named"),
+    (["--rewards", ""], "argument --rewards: empty"),            # it used to train on nothing and crash at step 1
+    (["--rewards", " , "], "an empty name between commas"),
+    (["--rewards", "accuracy,,roam"], "an empty name between commas"),  # was stored as such
     (["--rewards", "accuracy,roam,accuracy"], "'accuracy' named twice"),
     (["--data", "/nonexistent/mmad.json"], "/nonexistent/mmad.json"),
     (["--resume", "/nonexistent/run"], "no checkpoint"),
