@@ -175,7 +175,7 @@ def check(c):
 
 def main(argv=None):
     p = cli.parser("Train a depth-cut Qwen2.5-VL-3B (one 4-GPU shard's worth) on one GPU and compare its peak memory "
-                   "with the planner's")
+                   "with the planner's", prog="gpucheck.py")
     cli.add_flags(p, Check)
     with cli.user_errors("gpucheck.py"):
         c = Check(**cli.given(p, argv))

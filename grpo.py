@@ -513,7 +513,7 @@ def parse_config(argv=None):
     """Config from the command line, not yet resolved. With --resume the saved run's config is the base and the
     flags given now override it (e.g. --steps 2000 to train further)."""
     p = cli.parser("GRPO + ROAM training of Qwen2.5-VL (AnomalyR1). python grpo.py | torchrun --nproc_per_node=N "
-                   "grpo.py")
+                   "grpo.py", prog="grpo.py")  # its name in every error line, run however it is run
     cli.add_flags(p, Config, shown_default)
     given = cli.given(p, argv)
     if given.get("plan") and "model" not in given:
