@@ -489,9 +489,7 @@ def ask(cfg):
     if cfg.max_new_tokens < 1:  # transformers' own line comes after the model loaded and names no flag
         raise ValueError(f"--max-new-tokens {cfg.max_new_tokens}: pass a positive number of tokens")
     if cfg.out:  # before the model runs
-        if os.path.isdir(cfg.out) or not cfg.out.lower().endswith(".png"):
-            raise ValueError(f"--out {cfg.out}: pass a .png file path")
-        cli.make_folder(os.path.dirname(os.path.abspath(cfg.out)), f"--out {cfg.out}")
+        cli.check_png_out(cfg.out)
     if cfg.sam2 and not os.path.isdir(cfg.sam2):  # SAM2 loads after the answer: a bad path would cost a generation
         raise ValueError(f"--sam2 {cfg.sam2}: not a folder; pass a local transformers SAM2 folder or drop --sam2")
     query = os.path.abspath(cfg.image)

@@ -125,6 +125,14 @@ def make_folder(path, flag):
         raise ValueError(f"{flag}: cannot write to {path} ({e.strerror or e}); pass a folder you can write") from None
 
 
+def check_png_out(path):
+    """--out of a PNG (plot.py, anomalyr1.py): a file name ending in .png, its folder made and writable (make_folder),
+    checked before the work that draws it."""
+    if os.path.isdir(path) or not path.lower().endswith(".png"):
+        raise ValueError(f"--out {path}: pass a file name ending in .png")
+    make_folder(os.path.dirname(os.path.abspath(path)), f"--out {path}")
+
+
 def exit_with(line):
     """Print `line` on stderr and exit 2. Under torchrun every rank usually meets the same mistake (the same flags,
     files, folders): the first rank prints at once, the others only after a pause, by which time torchrun, which

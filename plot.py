@@ -141,9 +141,7 @@ def plot(cfg: Config):
     runs = {label: read_metrics(run) for label, run in zip(labels, cfg.runs)}
     out = cfg.out or (os.path.join(cfg.runs[0], "curves.png") if len(cfg.runs) == 1 and
                       os.path.isdir(cfg.runs[0]) else "curves.png")
-    if not out.lower().endswith(".png") or os.path.isdir(out):
-        raise ValueError(f"--out {out}: pass a file name ending in .png")
-    cli.make_folder(os.path.dirname(os.path.abspath(out)), f"--out {out}")
+    cli.check_png_out(out)
     return out, draw(runs, out, cfg.smooth, cfg.title, cfg.dpi)
 
 

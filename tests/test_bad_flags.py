@@ -570,7 +570,7 @@ def eval_out_unwritable(tmp, w):
 def ask_out_not_png(tmp, w):
     """Was matplotlib's 'unknown file extension: .txt' after the answer, naming no flag."""
     return Case(anomalyr1.main, ask(w, os.path.join(w.root, NORMAL), "--out", tmp / "o.txt"),
-                f"--out {tmp / 'o.txt'}: pass a .png")
+                f"--out {tmp / 'o.txt'}: pass a file name ending in .png")
 
 
 @case
