@@ -50,7 +50,7 @@ def read_metrics(run):
     rows = [r for r in rows if isinstance(r, dict) and type(r.get("step")) is int]  # what grpo.py writes
     if not rows:
         raise ValueError(f"{path} holds no metrics rows yet")
-    return sorted(rows, key=lambda r: r.get("step", 0))
+    return sorted(rows, key=lambda r: r["step"])
 
 
 def series(rows, key):

@@ -407,10 +407,11 @@ def reward_names(names) -> list[str]:
     """The rewards a comma string ("accuracy,roam") or a list names; a ValueError names what is wrong with it: none
     named, an unknown name, a name twice (its reward would count double)."""
     if isinstance(names, str):
-        if "" in [n.strip() for n in names.split(",")] and names.strip():  # "accuracy,,roam" or a trailing comma
+        names = [n.strip() for n in names.split(",")]
+        if "" in names and names != [""]:  # "accuracy,,roam" or a trailing comma ("" alone: none named, below)
             raise ValueError("an empty name between commas; write the names with one comma between, e.g. "
                              "accuracy,roam")
-        names = [n.strip() for n in names.split(",") if n.strip()]
+        names = [n for n in names if n]
     valid = sorted(REWARDS) + ["rare"]
     unknown = [n for n in names if n not in valid]
     choose = f"choose from {', '.join(valid)}, e.g. accuracy,roam"
