@@ -20,7 +20,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import re
 import sys
 
 import numpy as np
@@ -29,6 +28,7 @@ from PIL import Image, ImageDraw
 
 import cli
 import data
+import roam
 
 
 # ----------------------------------------------------------------------------- prompt text
@@ -369,6 +369,7 @@ def load(model="tiny", device=None, dtype=None):
     else. Weights load only from safetensors and never run remote code. A folder that cannot work (see
     check_model_folder, or anything transformers rejects) raises FileNotFoundError/ValueError naming it.
     """
+    from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.utils import logging as hf_logging
@@ -385,16 +386,26 @@ def load(model="tiny", device=None, dtype=None):
     # the language model stays on sdpa: it takes packed_logprobs' shared-prompt mask, which flash-attn cannot
     flash = on_cuda and importlib.util.find_spec("flash_attn") is not None
     attention = {"text_config": "sdpa", "vision_config": "flash_attention_2" if flash else "sdpa"}
+    hf_logging.set_verbosity_error()  # its load report's table: the folder's faults are named below in one line
     try:
-        policy = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, attn_implementation=attention, use_safetensors=True).to(device)
+        policy, loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            path, dtype=dtype, attn_implementation=attention, use_safetensors=True, output_loading_info=True,
+            ignore_mismatched_sizes=True)
         processor = image_only_processor_class().from_pretrained(path)
     except torch.OutOfMemoryError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, SafetensorError) as e:
-        first = str(e).strip().split("\n")[0][:300]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, SafetensorError,
+            StrictDataclassError) as e:  # the last: a config.json that contradicts itself (layers vs layer_types)
+        first = " ".join(str(e).split())[:300]  # the validator names the contradiction on its second line
         raise ValueError(f"{path}: cannot load this Qwen2.5-VL folder ({type(e).__name__}: {first}); re-download "
                          "the files it names, or pass --model tiny") from None
+    # transformers fills a tensor config.json has and the weights lack (or hold in another shape) with random values
+    unfit = sorted(loaded["missing_keys"]) + sorted(k for k, *_ in loaded["mismatched_keys"])
+    unfit += sorted(loaded["unexpected_keys"])  # and drops weights config.json has no place for
+    if unfit:
+        raise ValueError(f"{path}: config.json does not match the weights ({len(unfit)} tensors missing, extra or "
+                         f"of another shape, e.g. {unfit[0]}); re-download config.json with the *.safetensors files")
+    policy.to(device)
     if processor.chat_template is None:
         raise ValueError(f"{path}: no chat template (chat_template.json/.jinja or in tokenizer_config.json); copy it "
                          "from the same Qwen2.5-VL release")
@@ -425,7 +436,6 @@ def box_to_input_frame(box, original_size, input_size):
 def parse_box(text, input_size, original_size):
     """The first {"bbox_2d": [x1, y1, x2, y2]} in the reply's <answer> (else anywhere in it), rescaled from the
     model's input frame to the original image and clipped to it; None when the reply holds no valid box."""
-    import roam
     box = roam.parse_bbox(roam.parse(text).answer) or roam.parse_bbox(text)
     if box is None:
         return None
@@ -483,8 +493,6 @@ class Config:
 def ask(cfg):
     """Print the model's reply to one question about cfg.image, the option it chose, and the box it drew (in the
     original image's pixels); return (reply, box or None)."""
-    import roam
-    from data import Sample
     options = cli.parse_options(cfg.options)
     if cfg.max_new_tokens < 1:  # transformers' own line comes after the model loaded and names no flag
         raise ValueError(f"--max-new-tokens {cfg.max_new_tokens}: pass a positive number of tokens")
@@ -494,8 +502,8 @@ def ask(cfg):
         raise ValueError(f"--sam2 {cfg.sam2}: not a folder; pass a local transformers SAM2 folder or drop --sam2")
     query = os.path.abspath(cfg.image)
     shown = [load_image(path) for path in [query] + cfg.template]  # a bad image fails before the model loads
-    sample = Sample(image=query, root=os.path.dirname(query), question=cfg.question, options=options,
-                    answer="", question_type="", similar_templates=[os.path.abspath(t) for t in cfg.template])
+    sample = data.Sample(image=query, root=os.path.dirname(query), question=cfg.question, options=options,
+                         answer="", question_type="", similar_templates=[os.path.abspath(t) for t in cfg.template])
     model, processor = load(cfg.model)
     batch = prepare(processor, [sample], shots=len(cfg.template))
     reply = generate(model, processor, batch, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.sample)[1][0]
@@ -509,23 +517,6 @@ def ask(cfg):
     return reply, box
 
 
-BOX_LIST = re.compile(r'"bbox_2d"\s*:\s*\[([^\[\]]{0,200})\]')
-
-
-def why_no_box(reply):
-    """Why parse_box found nothing, told to the user: no box, or one with no area (small models write x1 = x2)."""
-    m = BOX_LIST.search(reply)
-    if m is None:
-        return "the reply holds no bounding box"
-    try:
-        x1, y1, x2, y2 = (float(v) for v in m.group(1).split(","))
-    except ValueError:
-        return f"the reply's box [{m.group(1)}] is not four numbers [x1, y1, x2, y2]"
-    if x1 == x2 or y1 == y2:
-        return f"the reply's box [{m.group(1)}] has zero area (x1 = x2 or y1 = y2)"
-    return f"the reply's box [{m.group(1)}] is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2"
-
-
 def main(argv=None):
     p = cli.parser("Ask Qwen2.5-VL an MMAD question about one image (AnomalyR1 prompt).", prog="anomalyr1.py")
     cli.add_flags(p, Config)
@@ -536,7 +527,7 @@ def main(argv=None):
             if box is None:
                 fix = ("ask a box question (--options '') or drop --out" if cfg.options.strip() else
                        "raise --max-new-tokens if the reply was cut off, or try a model trained with the iou reward")
-                raise ValueError(f"{why_no_box(reply)}, so there is nothing to draw into {cfg.out}; {fix}")
+                raise ValueError(f"{roam.why_no_box(reply)}, so there is nothing to draw into {cfg.out}; {fix}")
             original = data.open_image(cfg.image)  # the same decoding as the model's input (16-bit, alpha)
             mask = sam2_mask(original, box, cfg.sam2) if cfg.sam2 else box_mask(original.size, box)
             overlay(original, box, mask).save(cfg.out)

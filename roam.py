@@ -348,6 +348,23 @@ def parse_bbox(text: str | None) -> list[float] | None:
     return None
 
 
+BOX_LIST = re.compile(r'"bbox_2d"\s*:\s*\[([^\[\]]{0,200})\]')
+
+
+def why_no_box(reply):
+    """Why parse_box found nothing, told to the user: no box, or one with no area (small models write x1 = x2)."""
+    m = BOX_LIST.search(reply)
+    if m is None:
+        return "the reply holds no bounding box"
+    try:
+        x1, y1, x2, y2 = (float(v) for v in m.group(1).split(","))
+    except ValueError:
+        return f"the reply's box [{m.group(1)}] is not four numbers [x1, y1, x2, y2]"
+    if x1 == x2 or y1 == y2:
+        return f"the reply's box [{m.group(1)}] has zero area (x1 = x2 or y1 = y2)"
+    return f"the reply's box [{m.group(1)}] is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2"
+
+
 def iou(a: list[float], b: list[float]) -> float:
     inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter

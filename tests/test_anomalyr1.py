@@ -394,4 +394,4 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, words):
 ])
 def test_why_no_box_names_the_reason(reply, why):
     assert anomalyr1.parse_box(reply, (112, 112), (224, 224)) is None
-    assert why in anomalyr1.why_no_box(reply)
+    assert why in roam.why_no_box(reply)

@@ -83,6 +83,38 @@ def model_other_architecture(tmp, w):
     return model_case(tmp, w, llama, "{folder}/config.json")
 
 
+def _edit_text_config(f, **changes):
+    config = json.loads((f / "config.json").read_text())
+    config["text_config"].update(changes)
+    (f / "config.json").write_text(json.dumps(config))
+
+
+def _layers(f, n):  # a config.json for n decoder layers, consistent in itself
+    _edit_text_config(f, num_hidden_layers=n, layer_types=["full_attention"] * n)
+
+
+@case
+def model_config_more_layers_than_weights(tmp, w):  # transformers filled the extra layer with random weights
+    return model_case(tmp, w, lambda f: _layers(f, 3), "{folder}: config.json does not match the weights")
+
+
+@case
+def model_config_fewer_layers_than_weights(tmp, w):  # transformers dropped the weights' second layer
+    return model_case(tmp, w, lambda f: _layers(f, 1), "{folder}: config.json does not match the weights")
+
+
+@case
+def model_config_other_shapes(tmp, w):  # transformers printed a 10-line report, then re-initialised them
+    return model_case(tmp, w, lambda f: _edit_text_config(f, intermediate_size=512),
+                      "{folder}: config.json does not match the weights")
+
+
+@case
+def model_config_contradicts_itself(tmp, w):  # was huggingface_hub's StrictDataclassClassValidationError traceback
+    return model_case(tmp, w, lambda f: _edit_text_config(f, num_hidden_layers=3),
+                      "{folder}: cannot load this Qwen2.5-VL folder")
+
+
 @case
 def model_no_config(tmp, w):
     return model_case(tmp, w, lambda f: os.remove(f / "config.json"), "{folder}")
