@@ -48,7 +48,8 @@ def ours_config(args, out):
     return grpo.resolve(grpo.Config(
         model="tiny", group_size=args.group_size, prompts_per_step=args.prompts, steps=args.steps,
         max_completion=args.max_completion, shots=args.shots, temperature=1.0, beta=0.04, clip_eps=0.2, norm="seq",
-        rewards="accuracy,roam", lr=3e-4, warmup_steps=2, grad_checkpointing=True, out=out, save_every=args.steps))
+        rewards="accuracy,roam", lr=3e-4, warmup_steps=2, max_grad_norm=1.0, grad_checkpointing=True, out=out,
+        save_every=args.steps))
 
 
 def trl_config(cfg, out, processor):
