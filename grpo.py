@@ -190,11 +190,10 @@ class Config:
 # TINY: `torchrun --nproc_per_node=2 grpo.py` on 2 CPU cores in about 5 minutes (8 with a cold cache). The tiny model
 # starts naming options at random; learning from a reward which product or defect kind a picture shows takes it a
 # few hundred steps at a high lr and β 0.2: at 0.04 it settles within ~100 steps on one name per question type, all
-# G completions alike, and stops learning (README). Its replies are ~20 tokens. REAL is the paper's run (§4.1 and
-# the authors' code): G = 8, 8 prompts per step, 256 new tokens, β 0.04, lr 5e-7 (the authors' config; the paper
-# gives none), constant after the warm-up (theirs decays linearly), gradients clipped at norm 1. At lr 1e-3 the tiny
-# model needs a tighter clip, 0.3 (the 90th percentile of its gradient norms): under 1.0, a 1250-step run broke its
-# reply format at step 1153 after two updates of norm 0.5, and ended below its step 250 (README).
+# G completions alike, and stops learning (README). At that lr a clip at norm 1 let two updates of norm 0.5 break
+# its reply format at step 1153 of 1250; 0.3 is the 90th percentile of its norms. Its replies are ~20 tokens. REAL
+# is the paper's run (§4.1 and the authors' code): G = 8, 8 prompts per step, 256 new tokens, β 0.04, lr 5e-7 (the
+# authors' config; the paper gives none), constant after the warm-up (theirs decays linearly), clip at norm 1.
 TINY = dict(prompts_per_step=8, steps=250, max_completion=48, lr=1e-3, warmup_steps=2, shots=0, save_every=50,
             eval_every=50, beta=0.2, max_grad_norm=0.3)
 REAL = dict(prompts_per_step=8, steps=1000, max_completion=256, lr=5e-7, warmup_steps=10, shots=1, save_every=100,
