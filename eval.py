@@ -188,8 +188,7 @@ def read_results(path) -> dict:
 
 
 def compare_settings(named) -> str:
-    """Each result's setting and question count, and a warning naming what differs besides the model: a delta
-    between different questions or shots is not the model's doing."""
+    """Each result's setting and question count, and a warning naming what differs besides the model."""
     keys = ("data", "split", "heldout_draw", "shots", "templates", "seed", "shuffle", "unanswered_rule", "questions")
     metas = [res.get("_meta", {}) for _, res in named]
     lines = [f"{name}: {meta.get('questions', '?')} questions, {meta.get('shots', '?')}-shot, "
@@ -356,7 +355,11 @@ def parse_args(argv=None):
                    help="print Tables 2, 3, 5 for these results.json files, with deltas vs the first")
     cli.add_flags(p, Config)
     args = cli.given(p, argv)
-    return Config(**{k: v for k, v in args.items() if k != "compare"}), args.get("compare")
+    compare_paths, cfg, default = args.pop("compare"), Config(**args), vars(Config())
+    typed = [("--no-" if v is False else "--") + k.replace("_", "-") for k, v in vars(cfg).items() if v != default[k]]
+    if compare_paths and typed:  # --compare answers nothing: they would be ignored without a word
+        p.error(f"--compare reads its settings from the results.json files; drop {' '.join(typed)}")
+    return cfg, compare_paths
 
 
 def load_questions(cfg: Config, draw=None):

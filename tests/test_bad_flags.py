@@ -330,6 +330,15 @@ def compare_not_utf8(tmp, w):
 
 
 @case
+def compare_with_answering_flags(tmp, w):  # --limit and --no-shuffle did nothing, without a word
+    import eval as ev
+    (tmp / "a").mkdir()
+    (tmp / "a" / "results.json").write_text(json.dumps(RESULTS))
+    good = ["--compare", tmp / "a" / "results.json", tmp / "a" / "results.json"]
+    return Case(ev.main, good + ["--limit", "5", "--no-shuffle"], "drop --limit --no-shuffle", lambda: good)
+
+
+@case
 def compare_deep_json(tmp, w):
     return compare_case(tmp, b"[" * 200_000 + b"]" * 200_000)
 
