@@ -386,7 +386,8 @@ def load(model="tiny", device=None, dtype=None):
     # the language model stays on sdpa: it takes packed_logprobs' shared-prompt mask, which flash-attn cannot
     flash = on_cuda and importlib.util.find_spec("flash_attn") is not None
     attention = {"text_config": "sdpa", "vision_config": "flash_attention_2" if flash else "sdpa"}
-    hf_logging.set_verbosity_error()  # its load report's table: the folder's faults are named below in one line
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # no load report's table: the folder's faults are named below in one line
     try:
         policy, loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             path, dtype=dtype, attn_implementation=attention, use_safetensors=True, output_loading_info=True,
@@ -399,6 +400,8 @@ def load(model="tiny", device=None, dtype=None):
         first = " ".join(str(e).split())[:300]  # the validator names the contradiction on its second line
         raise ValueError(f"{path}: cannot load this Qwen2.5-VL folder ({type(e).__name__}: {first}); re-download "
                          "the files it names, or pass --model tiny") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     # transformers fills a tensor config.json has and the weights lack (or hold in another shape) with random values
     unfit = sorted(loaded["missing_keys"]) + sorted(k for k, *_ in loaded["mismatched_keys"])
     unfit += sorted(loaded["unexpected_keys"])  # and drops weights config.json has no place for

@@ -352,7 +352,8 @@ BOX_LIST = re.compile(r'"bbox_2d"\s*:\s*\[([^\[\]]{0,200})\]')
 
 
 def why_no_box(reply):
-    """Why parse_box found nothing, told to the user: no box, or one with no area (small models write x1 = x2)."""
+    """Why anomalyr1.parse_box found nothing, told to the user: no box, or one with no area (small models write
+    x1 = x2)."""
     m = BOX_LIST.search(reply)
     if m is None:
         return "the reply holds no bounding box"
